@@ -1,0 +1,5 @@
+import sys
+
+from kubexit.cli import main
+
+sys.exit(main())

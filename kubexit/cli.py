@@ -1,0 +1,80 @@
+"""Command line: options, usage errors, and wiring the lifecycle to the environment."""
+
+import os
+import sys
+
+from kubexit import __version__
+from kubexit.log import write_stderr
+
+USAGE = """\
+usage: kubexit [OPTION...] [--] CMD [ARG...]
+       kubexit --inspect [GRAVEYARD]
+
+Runs CMD, records its birth and death as a tombstone in the graveyard, holds it back
+until its birth deps are ready, and stops it when a death dep dies.
+
+options:
+  -h, --help       show this help and exit
+  -V, --version    show the version and exit
+  --inspect [DIR]  print the graveyard's tombstones as a table (default $KUBEXIT_GRAVEYARD)
+
+environment:
+"""
+
+
+def usage_error(message):
+    write_stderr("kubexit: %s (see kubexit --help)" % message)
+    return 2
+
+
+def print_help():
+    from kubexit.config import VARIABLES
+
+    width = max(len(v) for v in VARIABLES)
+    lines = ["  %-*s  %s" % (width, v, text) for v, text in VARIABLES.items()]
+    sys.stdout.write(USAGE + "\n".join(lines) + "\n")
+
+
+def main(args=None):
+    args = sys.argv[1:] if args is None else args
+    index = 0
+    while index < len(args) and args[index].startswith("-"):
+        option = args[index]
+        if option == "--":
+            index += 1
+            break
+        if option in ("-h", "--help"):
+            print_help()
+            return 0
+        if option in ("-V", "--version"):
+            sys.stdout.write("kubexit %s\n" % __version__)
+            return 0
+        if option == "--inspect":
+            from kubexit.inspection import print_graveyard
+
+            rest = args[index + 1:]
+            if len(rest) > 1:
+                return usage_error("--inspect takes at most one directory")
+            graveyard = rest[0] if rest else os.environ.get("KUBEXIT_GRAVEYARD", "/graveyard")
+            return print_graveyard(graveyard)
+        return usage_error("unknown option %s" % option)
+    argv = args[index:]
+    if not argv:
+        return usage_error("no CMD given")
+    return supervise(argv)
+
+
+def supervise(argv):
+    from kubexit import config as configuration
+    from kubexit.lifecycle import Lifecycle
+    from kubexit.log import Log
+
+    try:
+        config = configuration.load(os.environ)
+    except configuration.ConfigError as err:
+        write_stderr("kubexit: %s" % err)
+        return 2
+    log = Log(config.name, config.log_level, config.log_format)
+    for warning in config.warnings:
+        log.warn(warning)
+    return Lifecycle(config, log, argv).run()

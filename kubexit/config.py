@@ -1,0 +1,243 @@
+"""The environment, validated once into a frozen Config.
+
+Every check a user's manifest can fail happens here, before anything starts, and fails
+with one ConfigError line that names the variable and the fix.
+"""
+
+import os
+
+from kubexit.log import LEVELS
+
+DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6,
+    "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
+}
+
+# Variable -> one-line description; --help prints this table and typo warnings use it.
+VARIABLES = {
+    "KUBEXIT_NAME": "this container's tombstone name (required)",
+    "KUBEXIT_GRAVEYARD": "shared directory of tombstones (default /graveyard)",
+    "KUBEXIT_DEATH_DEPS": "comma-separated names; when one dies, CMD is stopped",
+    "KUBEXIT_GRACE_PERIOD": "time CMD has after the stop signal before SIGKILL (default 30s)",
+    "KUBEXIT_BIRTH_DEPS": "comma-separated container names that must be ready before CMD starts",
+    "KUBEXIT_BIRTH_TIMEOUT": "how long to wait for birth deps (default 30s)",
+    "KUBEXIT_BIRTH_CONDITION": "what birth deps must be: ready (default) or started",
+    "KUBEXIT_POD_NAME": "the pod's name (default $HOSTNAME)",
+    "KUBEXIT_NAMESPACE": "the pod's namespace (default: the service account's namespace file)",
+    "KUBEXIT_SERVICE_ACCOUNT_DIR": "token, ca.crt and namespace (default %s)"
+    % DEFAULT_SERVICE_ACCOUNT_DIR,
+    "KUBEXIT_WATCH": "auto (inotify, else polling) or poll (default auto)",
+    "KUBEXIT_POLL_INTERVAL": "polling interval when polling (default 1s)",
+    "KUBEXIT_LOG_FORMAT": "text (default) or json",
+    "KUBEXIT_LOG_LEVEL": "debug, info (default), warn, error or off",
+}
+
+
+class ConfigError(Exception):
+    """One line for the user; kubexit exits 2 without starting anything."""
+
+
+class Config:
+    """Frozen after construction: every part of kubexit reads the same settings."""
+
+    __slots__ = (
+        "name", "graveyard", "death_deps", "grace_period", "birth_deps", "birth_timeout",
+        "birth_condition", "pod_name", "namespace", "service_account_dir", "api_host",
+        "api_port", "watch", "poll_interval", "log_format", "log_level", "warnings",
+    )
+
+    def __init__(self, **values):
+        for key in self.__slots__:
+            object.__setattr__(self, key, values[key])
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Config is frozen")
+
+    @property
+    def tombstone_path(self):
+        return os.path.join(self.graveyard, self.name)
+
+
+def parse_duration(variable, text):
+    """Go's time.ParseDuration syntax (300ms, 1.5s, 1h2m3s), negatives refused."""
+    raw = text.strip()
+    if raw == "0":
+        return 0.0
+    if raw.startswith("-"):
+        raise ConfigError("%s=%r is negative; use a duration such as 30s" % (variable, text))
+    rest = raw[1:] if raw.startswith("+") else raw
+    if not rest:
+        raise ConfigError("%s is empty; use a duration such as 30s" % variable)
+    total = 0.0
+    while rest:
+        number_end = 0
+        while number_end < len(rest) and (rest[number_end].isdigit() or rest[number_end] == "."):
+            number_end += 1
+        number = rest[:number_end]
+        unit_end = number_end
+        while unit_end < len(rest) and not (rest[unit_end].isdigit() or rest[unit_end] == "."):
+            unit_end += 1
+        unit = rest[number_end:unit_end]
+        if not unit and number and number_end == len(rest) and total == 0.0:
+            raise ConfigError(
+                "%s=%r has no unit; write %ss (or ms, m, h)" % (variable, text, number))
+        if number in ("", ".") or number.count(".") > 1 or unit not in DURATION_UNITS:
+            raise ConfigError(
+                "%s=%r is not a duration; use Go syntax such as 300ms, 30s, 2m or 1h30m"
+                % (variable, text))
+        total += float(number) * DURATION_UNITS[unit]
+        rest = rest[unit_end:]
+    return total
+
+
+def check_name(variable, name):
+    if not 1 <= len(name) <= 253:
+        raise ConfigError("%s: %r must be 1 to 253 characters long" % (variable, name))
+    if not NAME_CHARS.issuperset(name) or name.startswith("."):
+        raise ConfigError(
+            "%s: %r is not a valid name; use letters, digits, '.', '_' and '-', "
+            "not starting with '.' (it names a file in the graveyard)" % (variable, name))
+    return name
+
+
+def parse_names(variable, text):
+    """Comma list: items trimmed, empty ones dropped, duplicates ignored, each a valid name."""
+    names = []
+    for item in text.split(","):
+        item = item.strip()
+        if item and item not in names:
+            names.append(check_name(variable, item))
+    return tuple(names)
+
+
+def parse_choice(variable, text, choices):
+    value = text.strip().lower()
+    if value == "warning" and "warn" in choices:
+        value = "warn"
+    if value not in choices:
+        raise ConfigError("%s=%r is not one of: %s" % (variable, text, ", ".join(choices)))
+    return value
+
+
+def closest_variable(unknown, known):
+    import difflib
+
+    match = difflib.get_close_matches(unknown, known, n=1, cutoff=0.6)
+    return match[0] if match else None
+
+
+def check_graveyard(path, name):
+    """The graveyard must be a writable directory; create it if missing, never replace a file."""
+    try:
+        os.makedirs(path, exist_ok=True)
+    except FileExistsError:
+        raise ConfigError(
+            "KUBEXIT_GRAVEYARD=%s exists and is not a directory; point it at the shared "
+            "emptyDir mount" % path) from None
+    except OSError as err:
+        raise ConfigError(
+            "KUBEXIT_GRAVEYARD=%s cannot be created (%s); mount the shared emptyDir there"
+            % (path, err.strerror)) from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ConfigError(
+            "KUBEXIT_GRAVEYARD=%s is not writable; mount the shared emptyDir read-write" % path)
+    tombstone = os.path.join(path, name)
+    if os.path.lexists(tombstone) and not os.path.isfile(tombstone):
+        raise ConfigError(
+            "%s exists and is not a regular file; remove it or change KUBEXIT_NAME" % tombstone)
+
+
+def read_namespace_file(service_account_dir):
+    try:
+        with open(os.path.join(service_account_dir, "namespace")) as file:
+            return file.read().strip()
+    except OSError:
+        return ""
+
+
+def load(environ, known_extra=()):
+    """Build the Config from an environment mapping, or raise ConfigError."""
+    def get(variable, default=""):
+        value = environ.get(variable)
+        return default if value is None or not value.strip() else value.strip()
+
+    name = get("KUBEXIT_NAME")
+    if not name:
+        raise ConfigError(
+            "KUBEXIT_NAME is not set; set it to this container's name, "
+            "e.g. KUBEXIT_NAME=app")
+    check_name("KUBEXIT_NAME", name)
+
+    known = set(VARIABLES) | set(known_extra)
+    warnings = []
+    for variable in sorted(environ):
+        if variable.startswith("KUBEXIT_") and variable not in known:
+            guess = closest_variable(variable, known)
+            hint = "; did you mean %s?" % guess if guess else ""
+            warnings.append("unknown variable %s is ignored%s" % (variable, hint))
+
+    graveyard = os.path.abspath(get("KUBEXIT_GRAVEYARD", "/graveyard"))
+    birth_deps = parse_names("KUBEXIT_BIRTH_DEPS", get("KUBEXIT_BIRTH_DEPS"))
+    service_account_dir = get("KUBEXIT_SERVICE_ACCOUNT_DIR", DEFAULT_SERVICE_ACCOUNT_DIR)
+    api_host = get("KUBERNETES_SERVICE_HOST")
+    api_port = get("KUBERNETES_SERVICE_PORT", "443")
+    pod_name = get("KUBEXIT_POD_NAME", get("HOSTNAME"))
+    namespace = get("KUBEXIT_NAMESPACE")
+    if birth_deps:
+        if not api_host:
+            raise ConfigError(
+                "KUBEXIT_BIRTH_DEPS needs the Kubernetes API, but KUBERNETES_SERVICE_HOST is "
+                "not set; run inside a pod or unset KUBEXIT_BIRTH_DEPS")
+        if not api_port.isdigit() or not 0 < int(api_port) < 65536:
+            raise ConfigError(
+                "KUBERNETES_SERVICE_PORT=%r is not a port number (1-65535)" % api_port)
+        if not os.path.isfile(os.path.join(service_account_dir, "token")):
+            raise ConfigError(
+                "KUBEXIT_BIRTH_DEPS needs a service-account token, but %s/token does not exist; "
+                "set automountServiceAccountToken: true on the pod (or fix "
+                "KUBEXIT_SERVICE_ACCOUNT_DIR)" % service_account_dir)
+        if not pod_name:
+            raise ConfigError(
+                "KUBEXIT_POD_NAME is not set and neither is HOSTNAME; set KUBEXIT_POD_NAME "
+                "from the downward API (fieldRef: metadata.name)")
+        namespace = namespace or read_namespace_file(service_account_dir)
+        if not namespace:
+            raise ConfigError(
+                "KUBEXIT_NAMESPACE is not set and %s/namespace is missing; set "
+                "KUBEXIT_NAMESPACE from the downward API (fieldRef: metadata.namespace)"
+                % service_account_dir)
+
+    config = Config(
+        name=name,
+        graveyard=graveyard,
+        death_deps=parse_names("KUBEXIT_DEATH_DEPS", get("KUBEXIT_DEATH_DEPS")),
+        grace_period=parse_duration("KUBEXIT_GRACE_PERIOD", get("KUBEXIT_GRACE_PERIOD", "30s")),
+        birth_deps=birth_deps,
+        birth_timeout=parse_duration(
+            "KUBEXIT_BIRTH_TIMEOUT", get("KUBEXIT_BIRTH_TIMEOUT", "30s")),
+        birth_condition=parse_choice(
+            "KUBEXIT_BIRTH_CONDITION", get("KUBEXIT_BIRTH_CONDITION", "ready"),
+            ("ready", "started")),
+        pod_name=pod_name,
+        namespace=namespace,
+        service_account_dir=service_account_dir,
+        api_host=api_host,
+        api_port=int(api_port) if api_port.isdigit() else 443,
+        watch=parse_choice("KUBEXIT_WATCH", get("KUBEXIT_WATCH", "auto"), ("auto", "poll")),
+        poll_interval=parse_duration(
+            "KUBEXIT_POLL_INTERVAL", get("KUBEXIT_POLL_INTERVAL", "1s")),
+        log_format=parse_choice(
+            "KUBEXIT_LOG_FORMAT", get("KUBEXIT_LOG_FORMAT", "text"), ("text", "json")),
+        log_level=parse_choice("KUBEXIT_LOG_LEVEL", get("KUBEXIT_LOG_LEVEL", "info"),
+                               tuple(LEVELS)),
+        warnings=tuple(warnings),
+    )
+    if config.poll_interval <= 0:
+        raise ConfigError("KUBEXIT_POLL_INTERVAL must be more than 0, e.g. 1s")
+    if config.name in config.death_deps:
+        raise ConfigError(
+            "KUBEXIT_DEATH_DEPS names this container itself (%s); remove it" % config.name)
+    check_graveyard(graveyard, name)
+    return config

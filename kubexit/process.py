@@ -1,0 +1,102 @@
+"""CMD as a child process: start it clean, signal it, stop it, reap it and every orphan.
+
+posix_spawn gives the child an empty signal mask and default dispositions (even for
+signals kubexit inherited as ignored or blocked) and reports exec failures to the parent
+as errno, so "not found" and "not executable" need no pipe of our own.
+"""
+
+import _signal
+import errno
+import os
+
+from kubexit.loop import catchable_signals
+
+SIGNAL_NAMES = {
+    getattr(_signal, name): name for name in dir(_signal)
+    if name.startswith("SIG") and not name.startswith("SIG_")
+    and name not in ("SIGIOT", "SIGPOLL", "SIGCLD", "SIGRTMIN", "SIGRTMAX")
+}
+
+
+def signal_name(signum):
+    if signum in SIGNAL_NAMES:
+        return SIGNAL_NAMES[signum]
+    if _signal.SIGRTMIN <= signum <= _signal.SIGRTMAX:
+        return "SIGRTMIN+%d" % (signum - _signal.SIGRTMIN)
+    return "signal %d" % signum
+
+
+def exit_status(wait_status):
+    """The shell's convention: N for exit(N), 128+S for death by signal S."""
+    if os.WIFSIGNALED(wait_status):
+        return 128 + os.WTERMSIG(wait_status)
+    return os.WEXITSTATUS(wait_status)
+
+
+class SpawnError(Exception):
+    """CMD could not be started; `status` is 127 (not found) or 126 (not executable)."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+
+
+class Child:
+    """The running CMD, from spawn to its exit status."""
+
+    def __init__(self, argv, log):
+        self.argv = argv
+        self.log = log
+        self.pid = None
+        self.status = None
+        self._kill_timer = None
+
+    def spawn(self):
+        try:
+            self.pid = os.posix_spawnp(
+                self.argv[0], self.argv, os.environ,
+                setsigmask=(), setsigdef=catchable_signals())
+        except OSError as err:
+            status = 127 if err.errno == errno.ENOENT else 126
+            raise SpawnError(status, "cannot run %s: %s" % (self.argv[0], err.strerror)) from None
+        return self.pid
+
+    @property
+    def running(self):
+        return self.pid is not None and self.status is None
+
+    def send(self, signum):
+        if self.running:
+            try:
+                os.kill(self.pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def stop(self, loop, signum, grace_period):
+        """Send the stop signal now and SIGKILL when the grace period ends."""
+        if not self.running or self._kill_timer is not None:
+            return
+        self.log.info("stopping CMD", signal=signal_name(signum), grace_period="%gs" % grace_period)
+        self.send(signum)
+        self._kill_timer = loop.call_later(grace_period, self._kill)
+
+    def _kill(self):
+        if self.running:
+            self.log.warn("grace period over: sending SIGKILL to CMD", pid=self.pid)
+            self.send(_signal.SIGKILL)
+
+    def reap(self):
+        """Collect every exited child (orphans too when kubexit is PID 1)."""
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.status = exit_status(wait_status)
+                if self._kill_timer is not None:
+                    self._kill_timer.cancel()
+            else:
+                self.log.debug("reaped orphan", pid=pid, status=exit_status(wait_status))

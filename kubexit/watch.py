@@ -1,0 +1,150 @@
+"""Watching the graveyard for the deaths of named siblings.
+
+Two watchers behind one interface, `start(loop, on_change)`: inotify when the kernel
+and filesystem allow (no wake-up until a tombstone changes), polling otherwise. Both
+report only the names they were asked about; RESCAN means "anything may have changed"
+(an inotify queue overflow), LOST that the watch itself is gone (graveyard removed or
+unmounted).
+"""
+
+import os
+
+from kubexit import tombstone
+
+RESCAN = "rescan"
+LOST = "lost"
+
+
+class PollWatcher:
+    """stat() each watched name every interval; a changed stat means re-read it."""
+
+    kind = "poll"
+
+    def __init__(self, graveyard, names, interval):
+        self.graveyard = graveyard
+        self.names = names
+        self.interval = interval
+        self._seen = {name: self._stat(name) for name in names}
+
+    def _stat(self, name):
+        try:
+            s = os.stat(os.path.join(self.graveyard, name), follow_symlinks=False)
+        except OSError:
+            return None
+        return (s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+
+    def start(self, loop, on_change):
+        def tick():
+            changed = set()
+            for name in self.names:
+                now = self._stat(name)
+                if now != self._seen[name]:
+                    self._seen[name] = now
+                    changed.add(name)
+            if changed:
+                on_change(changed)
+            self._timer = loop.call_later(self.interval, tick)
+
+        self._timer = loop.call_later(self.interval, tick)
+
+    def close(self, loop):
+        self._timer.cancel()
+
+
+class InotifyWatcher:
+    """Tombstones land by rename (kubexit) or by truncate-write-close (Go kubexit)."""
+
+    kind = "inotify"
+
+    def __init__(self, graveyard, names):
+        from kubexit import inotify
+
+        self._inotify = inotify
+        fstype = inotify.REMOTE_FILESYSTEMS.get(inotify.filesystem_type(graveyard))
+        if fstype:
+            raise OSError("the graveyard is on %s, where inotify misses other hosts' writes"
+                          % fstype)
+        self.names = frozenset(names)
+        self.fd = inotify.init()
+        try:
+            inotify.add_watch(self.fd, graveyard, inotify.IN_CLOSE_WRITE | inotify.IN_MOVED_TO
+                              | inotify.IN_CREATE | inotify.IN_ONLYDIR)
+        except OSError:
+            os.close(self.fd)
+            raise
+
+    def start(self, loop, on_change):
+        inotify = self._inotify
+
+        def readable():
+            changed = set()
+            for mask, name in inotify.read_events(self.fd):
+                if mask & inotify.IN_IGNORED:
+                    on_change(LOST)
+                    return
+                if mask & inotify.IN_Q_OVERFLOW:
+                    on_change(RESCAN)
+                    return
+                if name in self.names:
+                    changed.add(name)
+            if changed:
+                on_change(changed)
+
+        loop.add_reader(self.fd, readable)
+
+    def close(self, loop):
+        loop.remove_reader(self.fd)
+        os.close(self.fd)
+
+
+def open_watcher(config, log):
+    """inotify unless told to poll or it is unavailable, in which case say why once."""
+    names = config.death_deps
+    if config.watch == "auto":
+        try:
+            return InotifyWatcher(config.graveyard, names)
+        except (ImportError, AttributeError, OSError) as err:
+            log.warn("inotify unavailable, polling the graveyard instead",
+                     reason=str(err), interval="%gs" % config.poll_interval)
+    return PollWatcher(config.graveyard, names, config.poll_interval)
+
+
+class DeathWatch:
+    """Reports the first death among the death deps, including one before kubexit started."""
+
+    def __init__(self, config, log, loop, on_death):
+        self.config = config
+        self.log = log
+        self.loop = loop
+        self.on_death = on_death
+        self.dead = None
+        self.watcher = open_watcher(config, log)
+
+    def start(self):
+        """Watch first, then scan, so that no death falls between the two."""
+        self.watcher.start(self.loop, self._changed)
+        self._changed(RESCAN)
+
+    def _changed(self, names):
+        if self.dead is not None:
+            return
+        if names == LOST:
+            self.log.warn("lost the inotify watch on the graveyard; polling it instead",
+                          graveyard=self.config.graveyard)
+            self.watcher.close(self.loop)
+            self.watcher = PollWatcher(
+                self.config.graveyard, self.config.death_deps, self.config.poll_interval)
+            self.watcher.start(self.loop, self._changed)
+            names = RESCAN
+        if names == RESCAN:
+            names = self.config.death_deps
+        for name in names:
+            record = tombstone.read(os.path.join(self.config.graveyard, name))
+            self.log.debug("tombstone changed", dep=name, tombstone=record)
+            if record is not None and record.died is not None:
+                self.dead = (name, record)
+                self.on_death(name, record)
+                return
+
+    def close(self):
+        self.watcher.close(self.loop)
