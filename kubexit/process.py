@@ -1,8 +1,9 @@
 """CMD as a child process: start it clean, signal it, stop it, reap it and every orphan.
 
-posix_spawn gives the child an empty signal mask and default dispositions (even for
-signals kubexit inherited as ignored or blocked) and reports exec failures to the parent
-as errno, so "not found" and "not executable" need no pipe of our own.
+fork + exec rather than posix_spawn: glibc's posix_spawn leaves its two internal
+signals ignored in the child, and only code running in the child can reset every
+disposition and the mask (even those kubexit inherited as ignored or blocked). An exec
+failure comes back to the parent as errno over a close-on-exec pipe.
 """
 
 import _signal
@@ -52,14 +53,38 @@ class Child:
         self._kill_timer = None
 
     def spawn(self):
+        errors, report = os.pipe()
+        signals = catchable_signals()
+        # Blocked across fork, so that no kubexit handler runs in the child.
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
         try:
-            self.pid = os.posix_spawnp(
-                self.argv[0], self.argv, os.environ,
-                setsigmask=(), setsigdef=catchable_signals())
-        except OSError as err:
-            status = 127 if err.errno == errno.ENOENT else 126
-            raise SpawnError(status, "cannot run %s: %s" % (self.argv[0], err.strerror)) from None
-        return self.pid
+            pid = os.fork()
+            if pid == 0:
+                self._exec(report, signals)
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+            os.close(report)
+        with open(errors, "rb") as pipe:
+            failure = pipe.read()
+        if failure:
+            os.waitpid(pid, 0)
+            code = int(failure)
+            status = 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126
+            raise SpawnError(status, "cannot run %s: %s" % (self.argv[0], os.strerror(code)))
+        self.pid = pid
+        return pid
+
+    def _exec(self, report, signals):
+        """In the child: clean signal state, then exec; never returns."""
+        try:
+            for signum in signals:
+                _signal.signal(signum, _signal.SIG_DFL)
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
+            os.execvpe(self.argv[0], self.argv, os.environ)
+        except BaseException as err:  # noqa: BLE001 - the child must reach os._exit
+            os.write(report, str(getattr(err, "errno", None) or errno.EINVAL).encode())
+        finally:
+            os._exit(127)
 
     @property
     def running(self):

@@ -117,7 +117,8 @@ def read(path):
 def write(path, tombstone):
     """Replace the tombstone atomically: a dot-named temporary file, then a rename."""
     directory, name = os.path.split(path)
-    temporary = os.path.join(directory, ".%s.%s.tmp" % (name, os.urandom(4).hex()))
+    # A dot-name, truncated so that a 253-character tombstone name still fits NAME_MAX.
+    temporary = os.path.join(directory, ".%s.%s" % (name[:230], os.urandom(4).hex()))
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
         try:
