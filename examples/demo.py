@@ -23,7 +23,10 @@ server = socket.create_server(("127.0.0.1", 0))
 open(sys.argv[1] + ".tmp", "w").write(str(server.getsockname()[1]))
 __import__("os").rename(sys.argv[1] + ".tmp", sys.argv[1])
 print("server: listening on port", server.getsockname()[1], flush=True)
-signal.signal(signal.SIGTERM, lambda *_: (print("server: SIGTERM, shutting down", flush=True), sys.exit(0)))
+def stop(*_):
+    print("server: SIGTERM, shutting down", flush=True)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
 while True:
     conn, _ = server.accept()
     with conn:

@@ -20,7 +20,16 @@ VARIABLES = {
     "KUBEXIT_NAME": "this container's tombstone name (required)",
     "KUBEXIT_GRAVEYARD": "shared directory of tombstones (default /graveyard)",
     "KUBEXIT_DEATH_DEPS": "comma-separated names; when one dies, CMD is stopped",
-    "KUBEXIT_GRACE_PERIOD": "time CMD has after the stop signal before SIGKILL (default 30s)",
+    "KUBEXIT_GRACE_PERIOD": "time CMD and its descendants have after the stop signal before "
+    "SIGKILL (default 30s)",
+    "KUBEXIT_STOP_SIGNAL": "signal that stops CMD, by name or number (default SIGTERM)",
+    "KUBEXIT_DEATH_POLICY": "any (default): stop when one death dep dies; all: when all have",
+    "KUBEXIT_DEATH_EXIT_CODE": "exit status after a death dep stopped CMD: zero (default), "
+    "child, dependency or a number 0-255",
+    "KUBEXIT_SIGNAL_GROUP": "true (default): stop and terminating signals go to CMD's process "
+    "group; false: to CMD only",
+    "KUBEXIT_TERMINATION_LOG": "file that gets one line saying why kubexit ended (default "
+    "/dev/termination-log when it exists; empty disables)",
     "KUBEXIT_BIRTH_DEPS": "comma-separated container names that must be ready before CMD starts",
     "KUBEXIT_BIRTH_TIMEOUT": "how long to wait for birth deps (default 30s)",
     "KUBEXIT_BIRTH_CONDITION": "what birth deps must be: ready (default) or started",
@@ -34,6 +43,16 @@ VARIABLES = {
     "KUBEXIT_LOG_LEVEL": "debug, info (default), warn, error or off",
 }
 
+# Variables of kubexit forks, accepted with the same meaning so their manifests work as is.
+ALIASES = {
+    "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS": "true: KUBEXIT_DEATH_EXIT_CODE=zero; false: =child",
+    "KUBEXIT_SUPPRESS_STOPPED_EXITCODE": "true: KUBEXIT_DEATH_EXIT_CODE=zero; false: =child",
+    "KUBEXIT_EXIT_CODE_OVERRIDE": "always exit with this number, whatever happened",
+    "KUBEXIT_CUSTOM_EXIT_CODE": "always exit with this number, whatever happened",
+    "KUBEXIT_STOPSIGNAL": "same as KUBEXIT_STOP_SIGNAL",
+}
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+
 
 class ConfigError(Exception):
     """One line for the user; kubexit exits 2 without starting anything."""
@@ -46,6 +65,8 @@ class Config:
         "name", "graveyard", "death_deps", "grace_period", "birth_deps", "birth_timeout",
         "birth_condition", "pod_name", "namespace", "service_account_dir", "api_host",
         "api_port", "watch", "poll_interval", "log_format", "log_level", "warnings",
+        "stop_signal", "death_policy", "death_exit_code", "exit_code_override", "signal_group",
+        "termination_log",
     )
 
     def __init__(self, **values):
@@ -121,6 +142,74 @@ def parse_choice(variable, text, choices):
     return value
 
 
+def parse_bool(variable, text):
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ConfigError("%s=%r is not a boolean; use true or false" % (variable, text))
+
+
+def parse_exit_code(variable, text):
+    value = text.strip()
+    if not value.isdigit() or int(value) > 255:
+        raise ConfigError("%s=%r is not an exit status; use a number from 0 to 255"
+                          % (variable, text))
+    return int(value)
+
+
+def parse_signal(variable, text):
+    """SIGTERM, TERM, term or 15; real-time signals as RTMIN+N."""
+    from kubexit.process import SIGNAL_NAMES, signal_name
+
+    value = text.strip().upper()
+    if value.isdigit():
+        number = int(value)
+    else:
+        name = value if value.startswith("SIG") else "SIG" + value
+        by_name = {signal_name(n): n for n in SIGNAL_NAMES}
+        number = by_name.get(name)
+        if number is None and name.startswith("SIGRTMIN+") and name[9:].isdigit():
+            import _signal
+
+            number = _signal.SIGRTMIN + int(name[9:])
+    from kubexit.loop import catchable_signals
+
+    if number not in catchable_signals() and number != 9:
+        raise ConfigError("%s=%r is not a signal kubexit can send; use a name such as "
+                          "SIGTERM or SIGINT, or a number" % (variable, text))
+    return number
+
+
+def first_of(environ, variables, parse):
+    """The value set by any of `variables`; two that disagree are a configuration error."""
+    chosen = None
+    for variable in variables:
+        raw = environ.get(variable, "").strip()
+        if not raw:
+            continue
+        value = parse(variable, raw)
+        if chosen is not None and chosen[1] != value:
+            raise ConfigError("%s and %s disagree (%s vs %s); set only one of them"
+                              % (chosen[0], variable, chosen[2], raw))
+        chosen = chosen or (variable, value, raw)
+    return chosen
+
+
+def death_exit_code(variable, text):
+    """zero, child, dependency or a number; the forks' booleans map onto zero/child."""
+    if variable in ("KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS", "KUBEXIT_SUPPRESS_STOPPED_EXITCODE"):
+        return "zero" if parse_bool(variable, text) else "child"
+    value = text.strip().lower()
+    if value in ("zero", "child", "dependency"):
+        return value
+    if value.isdigit():
+        return parse_exit_code(variable, value)
+    raise ConfigError("%s=%r is not one of zero, child, dependency or a number 0-255"
+                      % (variable, text))
+
+
 def closest_variable(unknown, known):
     import difflib
 
@@ -157,7 +246,34 @@ def read_namespace_file(service_account_dir):
         return ""
 
 
-def load(environ, known_extra=()):
+def policies(environ):
+    """Stop and exit policies, including the forks' spellings of them."""
+    death = first_of(environ, ("KUBEXIT_DEATH_EXIT_CODE", "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS",
+                               "KUBEXIT_SUPPRESS_STOPPED_EXITCODE"), death_exit_code)
+    override = first_of(environ, ("KUBEXIT_EXIT_CODE_OVERRIDE", "KUBEXIT_CUSTOM_EXIT_CODE"),
+                        parse_exit_code)
+    if death and override:
+        raise ConfigError("%s and %s conflict: %s fixes every exit status; set only one"
+                          % (death[0], override[0], override[0]))
+    stop = first_of(environ, ("KUBEXIT_STOP_SIGNAL", "KUBEXIT_STOPSIGNAL"), parse_signal)
+    termination_log = environ.get("KUBEXIT_TERMINATION_LOG")
+    if termination_log is None:
+        termination_log = DEFAULT_TERMINATION_LOG if os.path.exists(
+            DEFAULT_TERMINATION_LOG) else ""
+    group = environ.get("KUBEXIT_SIGNAL_GROUP", "").strip()
+    return {
+        "stop_signal": stop[1] if stop else 15,
+        "death_policy": parse_choice("KUBEXIT_DEATH_POLICY",
+                                     environ.get("KUBEXIT_DEATH_POLICY", "").strip() or "any",
+                                     ("any", "all")),
+        "death_exit_code": death[1] if death else "zero",
+        "exit_code_override": override[1] if override else None,
+        "signal_group": parse_bool("KUBEXIT_SIGNAL_GROUP", group) if group else True,
+        "termination_log": termination_log.strip(),
+    }
+
+
+def load(environ):
     """Build the Config from an environment mapping, or raise ConfigError."""
     def get(variable, default=""):
         value = environ.get(variable)
@@ -170,7 +286,7 @@ def load(environ, known_extra=()):
             "e.g. KUBEXIT_NAME=app")
     check_name("KUBEXIT_NAME", name)
 
-    known = set(VARIABLES) | set(known_extra)
+    known = set(VARIABLES) | set(ALIASES)
     warnings = []
     for variable in sorted(environ):
         if variable.startswith("KUBEXIT_") and variable not in known:
@@ -233,6 +349,7 @@ def load(environ, known_extra=()):
         log_level=parse_choice("KUBEXIT_LOG_LEVEL", get("KUBEXIT_LOG_LEVEL", "info"),
                                tuple(LEVELS)),
         warnings=tuple(warnings),
+        **policies(environ),
     )
     if config.poll_interval <= 0:
         raise ConfigError("KUBEXIT_POLL_INTERVAL must be more than 0, e.g. 1s")

@@ -1,19 +1,26 @@
 """The lifecycle of one supervised command, in the order of the contract's section 4.
 
 It wires the parts together and decides; the parts do the work: DeathWatch (the
-graveyard), BirthWatch (the Kubernetes API), Child (the process), tombstone (the record)
-and EventLoop (all waiting).
+graveyard), BirthWatch (the Kubernetes API), Child (the process tree), tombstone (the
+record) and EventLoop (all waiting).
 """
 
 import _signal
 
 from kubexit import tombstone
-from kubexit.log import utc_timestamp
+from kubexit.log import utc_timestamp, write_termination_message
 from kubexit.loop import EventLoop
-from kubexit.process import Child, SpawnError, signal_name
+from kubexit.process import (
+    TERMINATING,
+    Child,
+    SpawnError,
+    become_subreaper,
+    owns_foreground_terminal,
+    signal_name,
+)
 
-# Signals that end the wait for birth deps, before CMD exists to receive them.
-TERMINATING = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT)
+# Only a terminal sends these, to kubexit itself: never forward them when it has one.
+TERMINAL_STOPS = (_signal.SIGTTIN, _signal.SIGTTOU)
 
 
 class Lifecycle:
@@ -21,32 +28,39 @@ class Lifecycle:
         self.config = config
         self.log = log
         self.loop = EventLoop()
-        self.child = Child(argv, log)
+        self.child = Child(argv, log, config.signal_group)
         self.record = tombstone.Tombstone()
         self.ending = None      # (status, reason) once kubexit must end without CMD
-        self.killed_by = None   # (dep name, its tombstone) once a death dep has died
+        self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
 
     def run(self):
         """Steps 2 to 6; step 1 (validation) happened when the Config was built."""
-        self.loop.catch_signals(self._on_signal)
+        take_terminal = self.config.signal_group and owns_foreground_terminal()
+        self.loop.catch_signals(self._on_signal, TERMINAL_STOPS if take_terminal else ())
+        if not become_subreaper():
+            self.log.warn("cannot become a child subreaper: processes that leave CMD's "
+                          "process group may outlive it")
         if self.config.death_deps:
             self._watch_death_deps()
         if self.ending is None and self.config.birth_deps:
             self._wait_for_birth_deps()
         if self.ending is not None:
             status, reason = self.ending
-            self.log.info("not starting CMD: " + reason)
-            return self._record_death(status)
+            return self._end(status, reason)
         try:
-            pid = self.child.spawn()
+            pid = self.child.spawn(take_terminal)
         except SpawnError as err:
             self.log.error(str(err))
-            return self._record_death(err.status)
+            return self._end(err.status, str(err))
         self.log.info("started CMD", pid=pid, cmd=self.child.argv[0])
         self.record.born = utc_timestamp()
         self._write_tombstone()
         self.loop.run_until(lambda: not self.child.running)
-        return self._record_death(self._exit_status())
+        status, reason = self._cmd_ended()
+        if not self.child.alone:
+            self.child.stop_leftovers(self.loop, self.config.grace_period)
+            self.loop.run_until(lambda: self.child.alone)
+        return self._end(status, reason)
 
     def _watch_death_deps(self):
         from kubexit.watch import DeathWatch
@@ -54,7 +68,7 @@ class Lifecycle:
         self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death)
         self.deaths.start()
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
-                       mode=self.deaths.watcher.kind)
+                       mode=self.deaths.watcher.kind, policy=self.config.death_policy)
 
     def _wait_for_birth_deps(self):
         from kubexit.birth import BirthDepsFailed, BirthWatch
@@ -87,21 +101,23 @@ class Lifecycle:
             self.log.info("birth deps are " + self.config.birth_condition, deps=deps)
 
     def _on_death(self, name, record):
-        self.killed_by = (name, record)
-        self.log.info("death dep died", dep=name, exit_code=record.exit_code)
         if self.child.running:
-            self.child.stop(self.loop, _signal.SIGTERM, self.config.grace_period)
-        else:
-            self._end_without_cmd(self._death_status(None), "death dep %s has died" % name)
+            self.killed_by = (name, record)
+            self.child.stop(self.loop, self.config.stop_signal, self.config.grace_period)
+        elif self.child.pid is None:
+            self._end_without_cmd(self._death_status(name, record, None),
+                                  'not started: death dependency "%s" had died%s'
+                                  % (name, with_exit_code(record)))
 
     def _on_signal(self, signum):
         if signum == _signal.SIGCHLD:
             self.child.reap()
-        elif self.child.running:
+        elif self.child.pid is not None:
             self.log.debug("forwarding signal", signal=signal_name(signum))
-            self.child.send(signum)
-        elif self.ending is None and signum in TERMINATING:
-            self._end_without_cmd(128 + signum, "received " + signal_name(signum))
+            self.child.forward(signum)
+        elif signum in TERMINATING:
+            self._end_without_cmd(128 + signum, "received %s before CMD started"
+                                  % signal_name(signum))
         else:
             self.log.debug("ignoring signal", signal=signal_name(signum))
 
@@ -109,18 +125,37 @@ class Lifecycle:
         if self.ending is None:
             self.ending = (status, reason)
 
-    def _exit_status(self):
+    def _cmd_ended(self):
+        """CMD's exit status and the reason line, after the death policy."""
         status = self.child.status
-        if self.killed_by is not None:
-            return self._death_status(status)
-        return status
+        how = ("was killed by %s" % signal_name(status - 128) if status > 128
+               else "exited with status %d" % status)
+        if self.killed_by is None:
+            return status, "CMD " + how
+        name, record = self.killed_by
+        return (self._death_status(name, record, status),
+                'stopped: death dependency "%s" died%s; CMD %s'
+                % (name, with_exit_code(record), how))
 
-    def _death_status(self, child_status):
-        """Exit status when a death dep ended things (issue 4 makes this a policy)."""
-        return 0 if child_status is None else child_status
+    def _death_status(self, name, record, child_status):
+        """KUBEXIT_DEATH_EXIT_CODE: a stop that the death dep caused is by default a success."""
+        policy = self.config.death_exit_code
+        if policy == "zero":
+            return 0
+        if policy == "child":
+            # Never started: what CMD would have died of.
+            return 128 + self.config.stop_signal if child_status is None else child_status
+        if policy == "dependency":
+            code = record.exit_code
+            return code if code is not None and 0 <= code <= 255 else 1
+        return policy
 
-    def _record_death(self, status):
-        self.log.info("exiting", status=status)
+    def _end(self, status, reason):
+        if self.config.exit_code_override is not None:
+            status = self.config.exit_code_override
+            reason += " (exit status %d set by the exit code override)" % status
+        self.log.info("exiting", status=status, reason=reason)
+        write_termination_message(self.config.termination_log, reason, self.log)
         self.record.died = utc_timestamp()
         self.record.exit_code = status
         self._write_tombstone()
@@ -132,3 +167,7 @@ class Lifecycle:
         except OSError as err:
             self.log.error("cannot write tombstone", path=self.config.tombstone_path,
                            error=err.strerror)
+
+
+def with_exit_code(record):
+    return "" if record.exit_code is None else " with exit code %d" % record.exit_code

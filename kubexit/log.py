@@ -69,6 +69,21 @@ def logfmt(value):
     return '"%s"' % escaped.replace("\n", "\\n").replace("\t", "\\t")
 
 
+def write_termination_message(path, line, log):
+    """The one line `kubectl describe pod` shows as the container's termination message."""
+    if not path:
+        return
+    try:
+        flags = os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC | os.O_NOCTTY
+        fd = os.open(path, flags | (0 if path == "/dev/termination-log" else os.O_CREAT), 0o644)
+        try:
+            os.write(fd, line.encode("utf-8", "backslashreplace") + b"\n")
+        finally:
+            os.close(fd)
+    except OSError as err:
+        log.debug("cannot write the termination message", path=path, error=err.strerror)
+
+
 def write_stderr(line):
     """Write one line; a closed or broken stderr must never stop the supervisor."""
     try:

@@ -53,14 +53,14 @@ class EventLoop:
         self._timers.append(timer)
         return timer
 
-    def catch_signals(self, on_signal):
-        """Route every catchable signal to on_signal(signum), called from the loop."""
+    def catch_signals(self, on_signal, ignored=()):
+        """Route every catchable signal but `ignored` to on_signal(signum), from the loop."""
         read_end, write_end = os.pipe()
         os.set_blocking(read_end, False)
         os.set_blocking(write_end, False)
         _signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
         for signum in catchable_signals():
-            _signal.signal(signum, _ignore_in_handler)
+            _signal.signal(signum, _signal.SIG_IGN if signum in ignored else _ignore_in_handler)
         self.on_signal = on_signal
         self.add_reader(read_end, lambda: self._deliver_signals(read_end))
 

@@ -1,14 +1,19 @@
-"""CMD as a child process: start it clean, signal it, stop it, reap it and every orphan.
+"""CMD and its descendants: start clean, signal, stop with a deadline, reap everything.
 
 fork + exec rather than posix_spawn: glibc's posix_spawn leaves its two internal
 signals ignored in the child, and only code running in the child can reset every
-disposition and the mask (even those kubexit inherited as ignored or blocked). An exec
-failure comes back to the parent as errno over a close-on-exec pipe.
+disposition and the mask (even those kubexit inherited as ignored or blocked), make a
+process group and hand it the terminal. An exec failure comes back as errno over a
+close-on-exec pipe.
+
+CMD leads its own process group; kubexit is PID 1 or a child subreaper, so whatever CMD
+leaves behind is reparented to kubexit and "no children left" means "the tree is gone".
 """
 
 import _signal
 import errno
 import os
+import time
 
 from kubexit.loop import catchable_signals
 
@@ -17,6 +22,9 @@ SIGNAL_NAMES = {
     if name.startswith("SIG") and not name.startswith("SIG_")
     and name not in ("SIGIOT", "SIGPOLL", "SIGCLD", "SIGRTMIN", "SIGRTMAX")
 }
+# Forwarded to CMD's whole process group; every other signal goes to CMD alone.
+TERMINATING = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT)
+PR_SET_CHILD_SUBREAPER = 36
 
 
 def signal_name(signum):
@@ -34,6 +42,42 @@ def exit_status(wait_status):
     return os.WEXITSTATUS(wait_status)
 
 
+def become_subreaper():
+    """Adopt CMD's orphans (PID 1 already does); False where the kernel or libc refuses."""
+    if os.getpid() == 1:
+        return True
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
+def owns_foreground_terminal():
+    """True when stdin is a terminal whose foreground group is kubexit's, as tini checks."""
+    try:
+        return os.tcgetpgrp(0) == os.getpgrp()
+    except OSError:
+        return False
+
+
+def children_of(parent):
+    """Direct children of `parent`, from /proc (only used once CMD has exited)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as file:
+                fields = file.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            found.append(int(entry))
+    return found
+
+
 class SpawnError(Exception):
     """CMD could not be started; `status` is 127 (not found) or 126 (not executable)."""
 
@@ -43,16 +87,21 @@ class SpawnError(Exception):
 
 
 class Child:
-    """The running CMD, from spawn to its exit status."""
+    """The running CMD, from spawn to the reaping of the last process it left behind."""
 
-    def __init__(self, argv, log):
+    def __init__(self, argv, log, signal_group):
         self.argv = argv
         self.log = log
+        self.signal_group = signal_group
         self.pid = None
         self.status = None
+        self.deadline = None      # monotonic time of SIGKILL for the whole tree
+        self.alone = False        # no child process of kubexit's is left
         self._kill_timer = None
+        self._killing = False
+        self._signalled = {}      # leftover pid -> the last signal it was sent
 
-    def spawn(self):
+    def spawn(self, take_terminal):
         errors, report = os.pipe()
         signals = catchable_signals()
         # Blocked across fork, so that no kubexit handler runs in the child.
@@ -60,7 +109,12 @@ class Child:
         try:
             pid = os.fork()
             if pid == 0:
-                self._exec(report, signals)
+                self._exec(report, signals, take_terminal)
+            if self.signal_group:
+                try:
+                    os.setpgid(pid, pid)  # also in the parent, so signals never miss the group
+                except OSError:
+                    pass
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             os.close(report)
@@ -74,9 +128,13 @@ class Child:
         self.pid = pid
         return pid
 
-    def _exec(self, report, signals):
-        """In the child: clean signal state, then exec; never returns."""
+    def _exec(self, report, signals, take_terminal):
+        """In the child: own group, terminal, clean signal state, then exec; never returns."""
         try:
+            if self.signal_group:
+                os.setpgid(0, 0)
+                if take_terminal:
+                    os.tcsetpgrp(0, os.getpid())  # allowed: SIGTTOU is blocked here
             for signum in signals:
                 _signal.signal(signum, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
@@ -90,38 +148,77 @@ class Child:
     def running(self):
         return self.pid is not None and self.status is None
 
-    def send(self, signum):
-        if self.running:
-            try:
-                os.kill(self.pid, signum)
-            except ProcessLookupError:
-                pass
+    def forward(self, signum):
+        """Terminating signals reach the whole group (as a terminal's would); others CMD."""
+        if signum in TERMINATING:
+            self._signal_tree(signum)
+        elif self.running:
+            self._kill(self.pid, signum)
 
     def stop(self, loop, signum, grace_period):
-        """Send the stop signal now and SIGKILL when the grace period ends."""
-        if not self.running or self._kill_timer is not None:
+        """The stop signal now, SIGKILL to whatever is left when the grace period ends."""
+        if self.deadline is not None:
             return
-        self.log.info("stopping CMD", signal=signal_name(signum), grace_period="%gs" % grace_period)
-        self.send(signum)
-        self._kill_timer = loop.call_later(grace_period, self._kill)
+        self.log.info("stopping CMD", signal=signal_name(signum),
+                      grace_period="%gs" % grace_period)
+        self._arm(loop, grace_period)
+        self._signal_tree(signum)
 
-    def _kill(self):
-        if self.running:
-            self.log.warn("grace period over: sending SIGKILL to CMD", pid=self.pid)
-            self.send(_signal.SIGKILL)
+    def stop_leftovers(self, loop, grace_period):
+        """After CMD's exit: SIGTERM its leftovers, within what remains of the deadline."""
+        leftovers = children_of(os.getpid())
+        self.log.info("CMD left processes behind; stopping them", count=len(leftovers))
+        self._arm(loop, grace_period)
+        self._signal_tree(_signal.SIGKILL if self._killing else _signal.SIGTERM)
+
+    def _arm(self, loop, grace_period):
+        if self.deadline is None:
+            self.deadline = time.monotonic() + grace_period
+            self._kill_timer = loop.call_later(grace_period, self._grace_over)
+
+    def _grace_over(self):
+        self.log.warn("grace period over: sending SIGKILL", pid=self.pid)
+        self._killing = True
+        self._signal_tree(_signal.SIGKILL)
+
+    def _signal_tree(self, signum):
+        if self.signal_group and self.pid is not None:
+            try:
+                os.killpg(self.pid, signum)
+            except OSError:
+                pass
+        elif self.running:
+            self._kill(self.pid, signum)
+        if not self.running:
+            for pid in children_of(os.getpid()):
+                if self._signalled.get(pid) != signum:
+                    self._signalled[pid] = signum
+                    self.log.debug("signalling leftover", pid=pid, signal=signal_name(signum))
+                    self._kill(pid, signum)
+
+    @staticmethod
+    def _kill(pid, signum):
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
 
     def reap(self):
-        """Collect every exited child (orphans too when kubexit is PID 1)."""
+        """Collect every exited child: CMD, and orphans adopted as PID 1 or subreaper."""
         while True:
             try:
                 pid, wait_status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
-                return
+                self.alone = True
+                break
             if pid == 0:
-                return
+                break
             if pid == self.pid:
                 self.status = exit_status(wait_status)
-                if self._kill_timer is not None:
-                    self._kill_timer.cancel()
             else:
                 self.log.debug("reaped orphan", pid=pid, status=exit_status(wait_status))
+        if self.alone and self._kill_timer is not None:
+            self._kill_timer.cancel()
+        elif self.deadline is not None and not self.running:
+            # Descendants of the dead reach kubexit as they are orphaned: signal them too.
+            self._signal_tree(_signal.SIGKILL if self._killing else _signal.SIGTERM)

@@ -110,14 +110,16 @@ def open_watcher(config, log):
 
 
 class DeathWatch:
-    """Reports the first death among the death deps, including one before kubexit started."""
+    """Reports when the death deps have died (the first, or all of them, by policy),
+    counting deaths that happened before kubexit started."""
 
     def __init__(self, config, log, loop, on_death):
         self.config = config
         self.log = log
         self.loop = loop
         self.on_death = on_death
-        self.dead = None
+        self.dead = {}
+        self.fired = False
         self.watcher = open_watcher(config, log)
 
     def start(self):
@@ -126,7 +128,7 @@ class DeathWatch:
         self._changed(RESCAN)
 
     def _changed(self, names):
-        if self.dead is not None:
+        if self.fired:
             return
         if names == LOST:
             self.log.warn("lost the inotify watch on the graveyard; polling it instead",
@@ -139,12 +141,18 @@ class DeathWatch:
         if names == RESCAN:
             names = self.config.death_deps
         for name in names:
+            if name in self.dead:
+                continue
             record = tombstone.read(os.path.join(self.config.graveyard, name))
             self.log.debug("tombstone changed", dep=name, tombstone=record)
             if record is not None and record.died is not None:
-                self.dead = (name, record)
-                self.on_death(name, record)
-                return
+                self.dead[name] = record
+                self.log.info("death dep died", dep=name, exit_code=record.exit_code)
+                if self.config.death_policy == "any" or len(self.dead) == len(
+                        self.config.death_deps):
+                    self.fired = True
+                    self.on_death(name, record)
+                    return
 
     def close(self):
         self.watcher.close(self.loop)

@@ -1,0 +1,142 @@
+"""Invocation (contract section 1): options, usage errors, inspection."""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from conftest import KUBEXIT_PYTHON, ROOT, clean_environment, signal_child_argv, tombstone_text
+
+SECTION_2_VARIABLES = [
+    "KUBEXIT_NAME",
+    "KUBEXIT_GRAVEYARD",
+    "KUBEXIT_DEATH_DEPS",
+    "KUBEXIT_GRACE_PERIOD",
+    "KUBEXIT_BIRTH_DEPS",
+    "KUBEXIT_BIRTH_TIMEOUT",
+    "KUBEXIT_POD_NAME",
+    "KUBEXIT_NAMESPACE",
+]
+
+
+def assert_usage_error(result):
+    assert result.returncode == 2, result
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kubexit: "), result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_every_variable(run_kubexit):
+    result = run_kubexit({}, ["--help"])
+    assert result.returncode == 0, result
+    for variable in SECTION_2_VARIABLES:
+        assert variable in result.stdout, variable
+
+
+def test_version_prints_a_version(run_kubexit):
+    result = run_kubexit({}, ["--version"])
+    assert result.returncode == 0, result
+    assert re.search(r"\d+\.\d+", result.stdout), result.stdout
+    assert len(result.stdout.strip().splitlines()) == 1, result.stdout
+
+
+def test_unknown_option_is_a_usage_error(run_kubexit, graveyard, tmp_path):
+    marker = tmp_path / "ran"
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    result = run_kubexit(env, ["--no-such-option", "touch", marker])
+    assert_usage_error(result)
+    assert not marker.exists()
+    assert graveyard.names() == []
+
+
+def test_missing_cmd_is_a_usage_error(run_kubexit, graveyard):
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    assert_usage_error(run_kubexit(env, []))
+    assert_usage_error(run_kubexit(env, ["--"]))
+    assert graveyard.names() == []
+
+
+def test_arguments_after_cmd_reach_cmd_untouched(run_kubexit, graveyard):
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    args = ["--help", "-v", "--", "--version", "plain", ""]
+    result = run_kubexit(env, signal_child_argv("environ", *args))
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["argv"] == args
+
+
+def test_double_dash_ends_kubexit_options(run_kubexit, graveyard):
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    result = run_kubexit(env, ["--"] + signal_child_argv("environ", "--help"))
+    assert result.returncode == 0, result
+    assert json.loads(result.stdout)["argv"] == ["--help"]
+
+
+def test_pyz_is_executable_with_env_python3_shebang(pyz, graveyard):
+    with open(pyz, "rb") as f:
+        assert f.readline() == b"#!/usr/bin/env python3\n"
+    assert os.access(pyz, os.X_OK)
+    result = subprocess.run(
+        [str(pyz), "--version"], capture_output=True, text=True, timeout=20,
+        env=clean_environment(),
+    )
+    assert result.returncode == 0, result
+
+
+def test_runs_from_source_checkout_as_module(graveyard):
+    env = clean_environment({"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)})
+    result = subprocess.run(
+        [KUBEXIT_PYTHON, "-m", "kubexit", "sh", "-c", "exit 7"],
+        cwd=str(ROOT), env=env, capture_output=True, text=True, timeout=20,
+    )
+    assert result.returncode == 7, result
+    assert graveyard.record("app")["ExitCode"] == 7
+
+
+def inspect_rows(stdout):
+    lines = [line.split() for line in stdout.splitlines() if line.strip()]
+    assert lines[0] == ["NAME", "STATE", "BORN", "DIED", "EXIT"], stdout
+    return {row[0]: row for row in lines[1:]}
+
+
+@pytest.fixture
+def populated_graveyard(graveyard):
+    graveyard.write_atomic("alive", tombstone_text())
+    graveyard.write_atomic("gone", tombstone_text(died=True, exit_code=3))
+    graveyard.write_atomic("empty", "")
+    graveyard.write_atomic(".alive.tmp-123", tombstone_text(died=True, exit_code=0))
+    return graveyard
+
+
+def check_inspection(rows):
+    assert set(rows) == {"alive", "gone", "empty"}, rows
+    assert rows["alive"][1] == "running"
+    assert rows["empty"][1] == "running"
+    assert rows["gone"][1] == "dead"
+    assert rows["gone"][-1] == "3"
+
+
+def test_inspect_lists_tombstones(run_kubexit, populated_graveyard):
+    result = run_kubexit({}, ["--inspect", str(populated_graveyard)])
+    assert result.returncode == 0, result
+    check_inspection(inspect_rows(result.stdout))
+
+
+def test_inspect_defaults_to_kubexit_graveyard(run_kubexit, populated_graveyard):
+    result = run_kubexit({"KUBEXIT_GRAVEYARD": str(populated_graveyard)}, ["--inspect"])
+    assert result.returncode == 0, result
+    check_inspection(inspect_rows(result.stdout))
+
+
+def test_inspect_never_blocks_on_odd_files(run_kubexit, graveyard):
+    os.mkfifo(graveyard / "fifo")
+    (graveyard / "directory").mkdir()
+    graveyard.write_atomic("gone", tombstone_text(died=True, exit_code=0))
+    result = run_kubexit({}, ["--inspect", str(graveyard)], timeout=10)
+    assert result.returncode == 0, result
+    rows = inspect_rows(result.stdout)
+    assert rows["gone"][1] == "dead"
+    for odd in ("fifo", "directory"):
+        if odd in rows:
+            assert rows[odd][1] == "unreadable", rows[odd]
