@@ -30,7 +30,7 @@ class Lifecycle:
         self.loop = EventLoop()
         self.child = Child(argv, log, config.signal_group)
         self.record = tombstone.Tombstone()
-        self.ending = None      # (status, reason) once kubexit must end without CMD
+        self.ending = None      # (status, reason, failed) once kubexit must end without CMD
         self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
 
     def run(self):
@@ -45,13 +45,11 @@ class Lifecycle:
         if self.ending is None and self.config.birth_deps:
             self._wait_for_birth_deps()
         if self.ending is not None:
-            status, reason = self.ending
-            return self._end(status, reason)
+            return self._end(*self.ending)
         try:
             pid = self.child.spawn(take_terminal)
         except SpawnError as err:
-            self.log.error(str(err))
-            return self._end(err.status, str(err))
+            return self._end(err.status, str(err), failed=True)
         self.log.info("started CMD", pid=pid, cmd=self.child.argv[0])
         self.record.born = utc_timestamp()
         self._write_tombstone()
@@ -83,11 +81,11 @@ class Lifecycle:
                 if births.poll():
                     ready.append(True)
             except BirthDepsFailed as err:
-                self._end_without_cmd(1, str(err))
+                self._end_without_cmd(1, str(err), failed=True)
 
         def timed_out():
             self._end_without_cmd(1, "birth deps %s not %s after %gs" % (
-                deps, self.config.birth_condition, self.config.birth_timeout))
+                deps, self.config.birth_condition, self.config.birth_timeout), failed=True)
 
         self.loop.add_reader(births.fileno(), readable)
         timer = self.loop.call_later(self.config.birth_timeout, timed_out)
@@ -121,9 +119,9 @@ class Lifecycle:
         else:
             self.log.debug("ignoring signal", signal=signal_name(signum))
 
-    def _end_without_cmd(self, status, reason):
+    def _end_without_cmd(self, status, reason, failed=False):
         if self.ending is None:
-            self.ending = (status, reason)
+            self.ending = (status, reason, failed)
 
     def _cmd_ended(self):
         """CMD's exit status and the reason line, after the death policy."""
@@ -150,11 +148,13 @@ class Lifecycle:
             return code if code is not None and 0 <= code <= 255 else 1
         return policy
 
-    def _end(self, status, reason):
+    def _end(self, status, reason, failed=False):
+        """Step 6: say why, record the death, and hand back the exit status."""
         if self.config.exit_code_override is not None:
             status = self.config.exit_code_override
             reason += " (exit status %d set by the exit code override)" % status
-        self.log.info("exiting", status=status, reason=reason)
+        (self.log.error if failed else self.log.info)("exiting with status %d: %s"
+                                                      % (status, reason))
         write_termination_message(self.config.termination_log, reason, self.log)
         self.record.died = utc_timestamp()
         self.record.exit_code = status

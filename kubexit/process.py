@@ -78,6 +78,21 @@ def children_of(parent):
     return found
 
 
+def find_executable(name):
+    """execvp's PATH search, done before fork: in the child every Python step costs
+    copy-on-write page faults. The first executable match wins; otherwise the first
+    match that exists, so that exec reports "permission denied" (126), not "not found"."""
+    if "/" in name:
+        return name
+    candidates = [os.path.join(directory or ".", name)
+                  for directory in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    existing = [c for c in candidates if os.path.isfile(c)]
+    for candidate in existing:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return existing[0] if existing else candidates[-1]
+
+
 class SpawnError(Exception):
     """CMD could not be started; `status` is 127 (not found) or 126 (not executable)."""
 
@@ -102,6 +117,7 @@ class Child:
         self._signalled = {}      # leftover pid -> the last signal it was sent
 
     def spawn(self, take_terminal):
+        path = find_executable(self.argv[0])
         errors, report = os.pipe()
         signals = catchable_signals()
         # Blocked across fork, so that no kubexit handler runs in the child.
@@ -109,7 +125,7 @@ class Child:
         try:
             pid = os.fork()
             if pid == 0:
-                self._exec(report, signals, take_terminal)
+                self._exec(path, report, signals, take_terminal)
             if self.signal_group:
                 try:
                     os.setpgid(pid, pid)  # also in the parent, so signals never miss the group
@@ -128,7 +144,7 @@ class Child:
         self.pid = pid
         return pid
 
-    def _exec(self, report, signals, take_terminal):
+    def _exec(self, path, report, signals, take_terminal):
         """In the child: own group, terminal, clean signal state, then exec; never returns."""
         try:
             if self.signal_group:
@@ -138,7 +154,7 @@ class Child:
             for signum in signals:
                 _signal.signal(signum, _signal.SIG_DFL)
             _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
-            os.execvpe(self.argv[0], self.argv, os.environ)
+            os.execve(path, self.argv, os.environ)
         except BaseException as err:  # noqa: BLE001 - the child must reach os._exit
             os.write(report, str(getattr(err, "errno", None) or errno.EINVAL).encode())
         finally:
