@@ -30,9 +30,17 @@ VARIABLES = {
     "group; false: to CMD only",
     "KUBEXIT_TERMINATION_LOG": "file that gets one line saying why kubexit ended (default "
     "/dev/termination-log when it exists; empty disables)",
-    "KUBEXIT_BIRTH_DEPS": "comma-separated container names that must be ready before CMD starts",
-    "KUBEXIT_BIRTH_TIMEOUT": "how long to wait for birth deps (default 30s)",
+    "KUBEXIT_BIRTH_DEPS": "comma-separated names that must be ready before CMD starts: by their "
+    "tombstone's Ready, or by the pod's status when the Kubernetes API is configured",
+    "KUBEXIT_BIRTH_TIMEOUT": "how long to wait for birth deps and wait-for probes (default 30s)",
     "KUBEXIT_BIRTH_CONDITION": "what birth deps must be: ready (default) or started",
+    "KUBEXIT_READINESS_PROBE": "probe of CMD once started (tcp://HOST:PORT, http://HOST:PORT/PATH, "
+    "file:PATH or exec:COMMAND); when it first passes, Ready goes into the tombstone",
+    "KUBEXIT_READINESS_PERIOD": "time between probe attempts (default 1s; each attempt times "
+    "out after 1s)",
+    "KUBEXIT_WAIT_FOR": "comma-separated probes that must all pass before CMD starts",
+    "KUBEXIT_QUIT_URLS": "comma-separated http:// URLs POSTed to after CMD has exited and Died "
+    "is written (at most 5s in all)",
     "KUBEXIT_POD_NAME": "the pod's name (default $HOSTNAME)",
     "KUBEXIT_NAMESPACE": "the pod's namespace (default: the service account's namespace file)",
     "KUBEXIT_SERVICE_ACCOUNT_DIR": "token, ca.crt and namespace (default %s)"
@@ -52,6 +60,8 @@ ALIASES = {
     "KUBEXIT_STOPSIGNAL": "same as KUBEXIT_STOP_SIGNAL",
 }
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+PROBE_SHELL = "/bin/sh"
+PROBE_SYNTAX = "tcp://HOST:PORT, http://HOST:PORT/PATH, file:PATH or exec:COMMAND"
 
 
 class ConfigError(Exception):
@@ -66,7 +76,7 @@ class Config:
         "birth_condition", "pod_name", "namespace", "service_account_dir", "api_host",
         "api_port", "watch", "poll_interval", "log_format", "log_level", "warnings",
         "stop_signal", "death_policy", "death_exit_code", "exit_code_override", "signal_group",
-        "termination_log",
+        "termination_log", "readiness_probe", "readiness_period", "wait_for", "quit_urls",
     )
 
     def __init__(self, **values):
@@ -79,6 +89,23 @@ class Config:
     @property
     def tombstone_path(self):
         return os.path.join(self.graveyard, self.name)
+
+
+class Probe:
+    """A parsed probe or quit URL: `kind` is tcp, http, file or exec; `text` is as written."""
+
+    __slots__ = ("kind", "text", "host", "port", "path", "command")
+
+    def __init__(self, kind, text, host=None, port=None, path=None, command=None):
+        self.kind = kind
+        self.text = text
+        self.host = host
+        self.port = port
+        self.path = path
+        self.command = command
+
+    def __repr__(self):
+        return self.text
 
 
 def parse_duration(variable, text):
@@ -182,6 +209,90 @@ def parse_signal(variable, text):
     return number
 
 
+def parse_address(variable, text, authority, default_port=None):
+    """HOST:PORT or [IPV6]:PORT; without a default port, the port is required."""
+    if authority.startswith("["):
+        host, bracket, rest = authority[1:].partition("]")
+        if not bracket or ":" not in host or (rest and not rest.startswith(":")):
+            raise ConfigError("%s: %r has a malformed [IPv6] address; write e.g. [::1]:8080"
+                              % (variable, text))
+        port = rest[1:]
+    else:
+        host, _, port = authority.partition(":")
+        if ":" in port:
+            raise ConfigError("%s: %r: write an IPv6 address in brackets, e.g. [::1]:8080"
+                              % (variable, text))
+    if not host or not all(c.isalnum() or c in ".-_:%" for c in host):
+        raise ConfigError("%s: %r has no valid host; write HOST:PORT, e.g. 127.0.0.1:8080"
+                          % (variable, text))
+    if not port:
+        if default_port is None:
+            raise ConfigError("%s: %r has no port; write HOST:PORT, e.g. 127.0.0.1:5432"
+                              % (variable, text))
+        return host, default_port
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("%s: %r has no valid port; use a number from 1 to 65535"
+                          % (variable, text))
+    return host, int(port)
+
+
+def parse_http_url(variable, text):
+    """http://HOST[:PORT][/PATH]; the port defaults to 80, the path to /."""
+    if text[:7].lower() != "http://":
+        raise ConfigError("%s: %r is not an http:// URL (https is not supported: these are "
+                          "calls to sidecars on the pod's loopback)" % (variable, text))
+    authority, slash, path = text[7:].partition("/")
+    path = (slash + path).partition("#")[0] or "/"
+    if "@" in authority:
+        raise ConfigError("%s: %r carries credentials, which are not supported; remove "
+                          "USER@ from it" % (variable, text))
+    if any(c.isspace() or not c.isprintable() for c in path):
+        raise ConfigError("%s: %r has spaces or control characters in its path; "
+                          "percent-encode them" % (variable, text))
+    host, port = parse_address(variable, text, authority, 80)
+    return Probe("http", text, host, port, path)
+
+
+def parse_probe(variable, text):
+    """tcp://HOST:PORT, http://HOST:PORT/PATH, file:PATH or exec:COMMAND (run by /bin/sh -c)."""
+    lowered = text.lower()
+    if lowered.startswith("tcp://"):
+        authority = text[6:]
+        if "/" in authority:
+            raise ConfigError("%s: %r: a tcp:// probe takes HOST:PORT only, no path"
+                              % (variable, text))
+        host, port = parse_address(variable, text, authority)
+        return Probe("tcp", text, host, port)
+    if lowered.startswith(("http://", "https://")):
+        return parse_http_url(variable, text)
+    if lowered.startswith("file:"):
+        path = text[5:]
+        path = path[2:] if path.startswith("//") else path
+        if not path.strip():
+            raise ConfigError("%s: %r names no file; write file:/PATH" % (variable, text))
+        return Probe("file", text, path=os.path.abspath(path))
+    if lowered.startswith("exec:"):
+        command = text[5:].strip()
+        if not command:
+            raise ConfigError("%s: %r has no command; write exec:COMMAND" % (variable, text))
+        if not os.access(PROBE_SHELL, os.X_OK):
+            raise ConfigError("%s: exec: probes run %s -c COMMAND, and this image has no %s; "
+                              "use a tcp://, http:// or file: probe" % (variable, PROBE_SHELL,
+                                                                       PROBE_SHELL))
+        return Probe("exec", text, command=command)
+    raise ConfigError("%s: %r is not a probe; use %s" % (variable, text, PROBE_SYNTAX))
+
+
+def parse_list(variable, text, parse):
+    """Comma list of probes or URLs: items trimmed, empty ones dropped, duplicates ignored."""
+    items = []
+    for item in text.split(","):
+        item = item.strip()
+        if item and item not in items:
+            items.append(item)
+    return tuple(parse(variable, item) for item in items)
+
+
 def first_of(environ, variables, parse):
     """The value set by any of `variables`; two that disagree are a configuration error."""
     chosen = None
@@ -273,6 +384,21 @@ def policies(environ):
     }
 
 
+def probes(get):
+    """Readiness, wait-for probes and quit URLs, each checked in full before anything starts."""
+    readiness = get("KUBEXIT_READINESS_PROBE")
+    period = parse_duration("KUBEXIT_READINESS_PERIOD", get("KUBEXIT_READINESS_PERIOD", "1s"))
+    if period <= 0:
+        raise ConfigError("KUBEXIT_READINESS_PERIOD must be more than 0, e.g. 1s")
+    return {
+        "readiness_probe": parse_probe("KUBEXIT_READINESS_PROBE", readiness) if readiness
+        else None,
+        "readiness_period": period,
+        "wait_for": parse_list("KUBEXIT_WAIT_FOR", get("KUBEXIT_WAIT_FOR"), parse_probe),
+        "quit_urls": parse_list("KUBEXIT_QUIT_URLS", get("KUBEXIT_QUIT_URLS"), parse_http_url),
+    }
+
+
 def load(environ):
     """Build the Config from an environment mapping, or raise ConfigError."""
     def get(variable, default=""):
@@ -301,11 +427,8 @@ def load(environ):
     api_port = get("KUBERNETES_SERVICE_PORT", "443")
     pod_name = get("KUBEXIT_POD_NAME", get("HOSTNAME"))
     namespace = get("KUBEXIT_NAMESPACE")
-    if birth_deps:
-        if not api_host:
-            raise ConfigError(
-                "KUBEXIT_BIRTH_DEPS needs the Kubernetes API, but KUBERNETES_SERVICE_HOST is "
-                "not set; run inside a pod or unset KUBEXIT_BIRTH_DEPS")
+    # Without the API, birth deps are followed through the graveyard alone.
+    if birth_deps and api_host:
         if not api_port.isdigit() or not 0 < int(api_port) < 65536:
             raise ConfigError(
                 "KUBERNETES_SERVICE_PORT=%r is not a port number (1-65535)" % api_port)
@@ -350,6 +473,7 @@ def load(environ):
                                tuple(LEVELS)),
         warnings=tuple(warnings),
         **policies(environ),
+        **probes(get),
     )
     if config.poll_interval <= 0:
         raise ConfigError("KUBEXIT_POLL_INTERVAL must be more than 0, e.g. 1s")

@@ -20,7 +20,8 @@ def print_graveyard(graveyard):
         if record is None:
             rows.append((name, "unreadable", "-", "-", "-"))
             continue
-        state = "dead" if record.died is not None else "running"
+        state = ("dead" if record.died is not None
+                 else "ready" if record.ready is not None else "running")
         exit_code = "-" if record.exit_code is None else str(record.exit_code)
         rows.append((name, state, record.born or "-", record.died or "-", exit_code))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]

@@ -1,13 +1,15 @@
 """The lifecycle of one supervised command, in the order of the contract's section 4.
 
-It wires the parts together and decides; the parts do the work: DeathWatch (the
-graveyard), BirthWatch (the Kubernetes API), Child (the process tree), tombstone (the
-record) and EventLoop (all waiting).
+It wires the parts together and decides; the parts do the work: DeathWatch (deaths in
+the graveyard), GraveyardBirths and BirthWatch (birth deps, in the graveyard and through
+the Kubernetes API), Prober (wait-for and readiness probes), Child (the process tree),
+tombstone (the record), QuitCalls (quit URLs) and EventLoop (all waiting).
 """
 
 import _signal
 
 from kubexit import tombstone
+from kubexit.liveness import LivenessLock
 from kubexit.log import utc_timestamp, write_termination_message
 from kubexit.loop import EventLoop
 from kubexit.process import (
@@ -30,8 +32,10 @@ class Lifecycle:
         self.loop = EventLoop()
         self.child = Child(argv, log, config.signal_group)
         self.record = tombstone.Tombstone()
+        self.liveness = LivenessLock(config.graveyard, config.name, log)
         self.ending = None      # (status, reason, failed) once kubexit must end without CMD
         self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
+        self.readiness = None   # the Prober of CMD's readiness, while it probes
 
     def run(self):
         """Steps 2 to 6; step 1 (validation) happened when the Config was built."""
@@ -42,10 +46,11 @@ class Lifecycle:
                           "process group may outlive it")
         if self.config.death_deps:
             self._watch_death_deps()
-        if self.ending is None and self.config.birth_deps:
-            self._wait_for_birth_deps()
+        if self.ending is None and (self.config.birth_deps or self.config.wait_for):
+            self._wait_before_start()
         if self.ending is not None:
             return self._end(*self.ending)
+        self.liveness.acquire()  # held until Died is written: a crash frees it for watchers
         try:
             pid = self.child.spawn(take_terminal)
         except SpawnError as err:
@@ -53,7 +58,11 @@ class Lifecycle:
         self.log.info("started CMD", pid=pid, cmd=self.child.argv[0])
         self.record.born = utc_timestamp()
         self._write_tombstone()
+        if self.config.readiness_probe is not None:
+            self._probe_readiness()
         self.loop.run_until(lambda: not self.child.running)
+        if self.readiness is not None:
+            self.readiness.close()
         status, reason = self._cmd_ended()
         if not self.child.alone:
             self.child.stop_leftovers(self.loop, self.config.grace_period)
@@ -68,35 +77,75 @@ class Lifecycle:
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
                        mode=self.deaths.watcher.kind, policy=self.config.death_policy)
 
-    def _wait_for_birth_deps(self):
-        from kubexit.birth import BirthDepsFailed, BirthWatch
+    def _wait_before_start(self):
+        """Step 3: birth deps ready (in the graveyard, or by the pod's status when the API
+        is configured) and every wait-for probe passing, within the birth timeout."""
+        config = self.config
+        births = api = probes = None
+        if config.birth_deps:
+            births, api = self._watch_birth_deps()
+        if config.wait_for:
+            from kubexit.probe import Prober
 
-        deps = ",".join(self.config.birth_deps)
-        self.log.info("waiting for birth deps", deps=deps, condition=self.config.birth_condition)
-        births = BirthWatch(self.config, self.log)
-        ready = []
+            self.log.info("waiting for probes", probes=",".join(p.text for p in config.wait_for))
+            probes = Prober(config.wait_for, config.readiness_period, self.log, self.loop,
+                            lambda probe: self.log.info("probe passed", probe=probe.text))
 
-        def readable():
-            try:
-                if births.poll():
-                    ready.append(True)
-            except BirthDepsFailed as err:
-                self._end_without_cmd(1, str(err), failed=True)
+        def births_met():
+            return births is None or births.all_met or (api is not None and api.ready)
 
         def timed_out():
-            self._end_without_cmd(1, "birth deps %s not %s after %gs" % (
-                deps, self.config.birth_condition, self.config.birth_timeout), failed=True)
+            missing = []
+            if not births_met():
+                missing.append("birth deps %s not %s after %gs" % (
+                    ",".join(config.birth_deps), config.birth_condition, config.birth_timeout))
+            if probes is not None and not probes.all_passed:
+                missing.append("wait-for probes not passing after %gs: %s" % (
+                    config.birth_timeout, probes.failing()))
+            self._end_without_cmd(1, "; ".join(missing), failed=True)
 
-        self.loop.add_reader(births.fileno(), readable)
-        timer = self.loop.call_later(self.config.birth_timeout, timed_out)
+        timer = self.loop.call_later(config.birth_timeout, timed_out)
         try:
-            self.loop.run_until(lambda: ready or self.ending is not None)
+            self.loop.run_until(lambda: self.ending is not None or (
+                births_met() and (probes is None or probes.all_passed)))
         finally:
             timer.cancel()
-            self.loop.remove_reader(births.fileno())
-            births.close()
-        if ready:
-            self.log.info("birth deps are " + self.config.birth_condition, deps=deps)
+            for source in (births, api, probes):
+                if source is not None:
+                    source.close()
+        if self.ending is None and births is not None:
+            self.log.info("birth deps are " + config.birth_condition,
+                          deps=",".join(config.birth_deps))
+
+    def _watch_birth_deps(self):
+        """The graveyard always; the pod's status too when the Kubernetes API is configured.
+        Either one seeing every dep ready is enough."""
+        from kubexit.graveyard_births import GraveyardBirths
+
+        config = self.config
+        self.log.info("waiting for birth deps", deps=",".join(config.birth_deps),
+                      condition=config.birth_condition,
+                      via="graveyard,api" if config.api_host else "graveyard")
+        births = GraveyardBirths(config, self.log, self.loop)
+        births.start()
+        api = PodStatus(config, self.log, self.loop, self._end_without_cmd) if (
+            config.api_host) else None
+        return births, api
+
+    def _probe_readiness(self):
+        """After Born: probe CMD until it first passes, then add Ready to the tombstone."""
+        from kubexit.probe import Prober
+
+        def passed(probe):
+            if self.child.running and self.record.ready is None:
+                self.record.ready = utc_timestamp()
+                self.log.info("CMD is ready", probe=probe.text)
+                self._write_tombstone()
+            self.readiness.close()
+            self.readiness = None
+
+        self.readiness = Prober((self.config.readiness_probe,), self.config.readiness_period,
+                                self.log, self.loop, passed)
 
     def _on_death(self, name, record):
         if self.child.running:
@@ -144,6 +193,8 @@ class Lifecycle:
             # Never started: what CMD would have died of.
             return 128 + self.config.stop_signal if child_status is None else child_status
         if policy == "dependency":
+            if record.died is None:
+                return 128 + 9  # its kubexit was killed (its lock fell free) before Died
             code = record.exit_code
             return code if code is not None and 0 <= code <= 255 else 1
         return policy
@@ -159,7 +210,20 @@ class Lifecycle:
         self.record.died = utc_timestamp()
         self.record.exit_code = status
         self._write_tombstone()
+        self.liveness.release()
+        if self.config.quit_urls:
+            self._call_quit_urls()
         return status
+
+    def _call_quit_urls(self):
+        """After Died: tell sidecars without kubexit to quit, within QUIT_BUDGET."""
+        from kubexit.quit import QuitCalls
+
+        calls = QuitCalls(self.config.quit_urls, self.log, self.loop)
+        try:
+            self.loop.run_until(lambda: calls.finished)
+        finally:
+            calls.close()
 
     def _write_tombstone(self):
         try:
@@ -169,5 +233,35 @@ class Lifecycle:
                            error=err.strerror)
 
 
+class PodStatus:
+    """BirthWatch on the event loop: `ready` once the API says every dep is; a failure
+    of the API (access refused, pod gone) ends the wait with status 1."""
+
+    def __init__(self, config, log, loop, end_without_cmd):
+        from kubexit.birth import BirthWatch
+
+        self.ready = False
+        self._loop = loop
+        self._end_without_cmd = end_without_cmd
+        self._watch = BirthWatch(config, log)
+        loop.add_reader(self._watch.fileno(), self._readable)
+
+    def _readable(self):
+        from kubexit.birth import BirthDepsFailed
+
+        try:
+            self.ready = self._watch.poll() or self.ready
+        except BirthDepsFailed as err:
+            self._end_without_cmd(1, str(err), failed=True)
+
+    def close(self):
+        """Stop listening now; end the thread (a join) on the loop's next turn, once CMD
+        has started."""
+        self._loop.remove_reader(self._watch.fileno())
+        self._loop.call_later(0, self._watch.close)
+
+
 def with_exit_code(record):
+    if record.died is None:
+        return " without writing Died (its kubexit was killed)"
     return "" if record.exit_code is None else " with exit code %d" % record.exit_code

@@ -14,6 +14,7 @@ import _signal
 import errno
 import os
 import time
+import warnings
 
 from kubexit.loop import catchable_signals
 
@@ -123,7 +124,11 @@ class Child:
         # Blocked across fork, so that no kubexit handler runs in the child.
         mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, signals)
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about fork beside threads; kubexit's (API, lock waits)
+                # hold no lock the child needs: it only resets signals and execs.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
             if pid == 0:
                 self._exec(path, report, signals, take_terminal)
             if self.signal_group:
@@ -228,6 +233,7 @@ class Child:
                 self.alone = True
                 break
             if pid == 0:
+                self.alone = False  # an exec probe's reaped shell is no reason to think so
                 break
             if pid == self.pid:
                 self.status = exit_status(wait_status)

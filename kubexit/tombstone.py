@@ -8,27 +8,34 @@ import os
 import stat
 
 MAX_SIZE = 64 * 1024
-KEYS = ("Born", "Died", "ExitCode")
+KEYS = ("Born", "Ready", "Died", "ExitCode")
 
 
 class Tombstone:
-    """What one tombstone says; `born`/`died` keep the writer's time text."""
+    """What one tombstone says; `born`/`ready`/`died` keep the writer's time text.
 
-    __slots__ = ("born", "died", "exit_code")
+    Ready (when CMD's readiness probe first passed) is kubexit's own key: the Go kubexit
+    ignores it, and a birth dep waits for it in the graveyard.
+    """
 
-    def __init__(self, born=None, died=None, exit_code=None):
+    __slots__ = ("born", "ready", "died", "exit_code")
+
+    def __init__(self, born=None, died=None, exit_code=None, ready=None):
         self.born = born
+        self.ready = ready
         self.died = died
         self.exit_code = exit_code
 
     def __repr__(self):
-        return "Tombstone(born=%r, died=%r, exit_code=%r)" % (
-            self.born, self.died, self.exit_code)
+        return "Tombstone(born=%r, ready=%r, died=%r, exit_code=%r)" % (
+            self.born, self.ready, self.died, self.exit_code)
 
     def format(self):
         lines = []
         if self.born is not None:
             lines.append('Born: "%s"' % self.born)
+        if self.ready is not None:
+            lines.append('Ready: "%s"' % self.ready)
         if self.died is not None:
             lines.append('Died: "%s"' % self.died)
         if self.exit_code is not None:
@@ -59,6 +66,7 @@ def parse(data):
                 fields.setdefault(key.strip().lower(), unquote(value))
     return Tombstone(
         born=present(fields.get("born")),
+        ready=present(fields.get("ready")),
         died=present(fields.get("died")),
         exit_code=to_int(fields.get("exitcode")),
     )

