@@ -1,0 +1,16 @@
+"""`make demo` is the README's first command: it must keep working."""
+
+import subprocess
+import sys
+
+from conftest import ROOT
+
+
+def test_demo_runs_both_scenes(pyz):
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "demo.py")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "scene 1: OK" in result.stdout and "scene 2: OK" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert ["worker", "killed"] in [row[:2] for row in rows], result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
