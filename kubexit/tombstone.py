@@ -8,7 +8,6 @@ import os
 import stat
 
 MAX_SIZE = 64 * 1024
-KEYS = ("Born", "Ready", "Died", "ExitCode")
 
 
 class Tombstone:
@@ -34,12 +33,12 @@ class Tombstone:
         lines = []
         if self.born is not None:
             lines.append('Born: "%s"' % self.born)
-        if self.ready is not None:
-            lines.append('Ready: "%s"' % self.ready)
         if self.died is not None:
             lines.append('Died: "%s"' % self.died)
         if self.exit_code is not None:
             lines.append("ExitCode: %d" % self.exit_code)
+        if self.ready is not None:  # kubexit's own key: after the Go kubexit's three
+            lines.append('Ready: "%s"' % self.ready)
         return ("\n".join(lines) + "\n").encode()
 
 

@@ -164,11 +164,12 @@ def assert_ready_after(proc, graveyard, fixed_at):
 
 
 def finish(proc, graveyard, ready):
-    """End CMD; the final tombstone keeps the one Ready, in order, and the status."""
+    """End CMD; the final tombstone keeps the one Ready (after the Go kubexit's keys, as
+    the contract's "further keys may follow"), and the status."""
     proc.stdin.close()
     assert proc.wait(10) == 0, "\n".join(proc.err.lines)
     record = graveyard.record("proxy")
-    assert list(record) == ["Born", "Ready", "Died", "ExitCode"], record
+    assert list(record) == ["Born", "Died", "ExitCode", "Ready"], record
     assert record["Ready"] == ready["Ready"] and record["ExitCode"] == 0
     assert [line for line in proc.err.lines if "CMD is ready" in line][1:] == []
 
