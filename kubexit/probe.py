@@ -38,22 +38,30 @@ def attempt_tcp(probe, timeout, prober):
         return False, err.strerror or str(err)
 
 
-def attempt_http(probe, timeout, prober):
-    """GET; 2xx and 3xx pass (redirects are not followed), as Kubernetes' httpGet."""
+def http_status(method, target, timeout):
+    """(HTTP status or None, what happened) of one request to target's host, port and path;
+    shared with the quit URLs."""
     import http.client
     import socket
 
-    connection = http.client.HTTPConnection(probe.host, probe.port, timeout=timeout)
+    connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
     try:
-        connection.request("GET", probe.path, headers={"User-Agent": "kubexit"})
+        connection.request(method, target.path, body=b"" if method == "POST" else None,
+                           headers={"User-Agent": "kubexit"})
         status = connection.getresponse().status
     except socket.timeout:
-        return False, "no answer after %gs" % timeout
+        return None, "no answer after %gs" % timeout
     except (OSError, http.client.HTTPException) as err:
-        return False, getattr(err, "strerror", None) or str(err) or type(err).__name__
+        return None, getattr(err, "strerror", None) or str(err) or type(err).__name__
     finally:
         connection.close()
-    return 200 <= status < 400, "HTTP %d" % status
+    return status, "HTTP %d" % status
+
+
+def attempt_http(probe, timeout, prober):
+    """GET; 2xx and 3xx pass (redirects are not followed), as Kubernetes' httpGet."""
+    status, what = http_status("GET", probe, timeout)
+    return status is not None and 200 <= status < 400, what
 
 
 def attempt_file(probe, timeout, prober):

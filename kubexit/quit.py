@@ -18,20 +18,10 @@ RETRY_PAUSE = 0.2
 
 def post(url, timeout):
     """(ok, what happened): any answer below 400 is taken as heard."""
-    import http.client
-    import socket
+    from kubexit.probe import http_status
 
-    connection = http.client.HTTPConnection(url.host, url.port, timeout=timeout)
-    try:
-        connection.request("POST", url.path, body=b"", headers={"User-Agent": "kubexit"})
-        status = connection.getresponse().status
-    except socket.timeout:
-        return False, "no answer after %gs" % timeout
-    except (OSError, http.client.HTTPException) as err:
-        return False, getattr(err, "strerror", None) or str(err) or type(err).__name__
-    finally:
-        connection.close()
-    return status < 400, "HTTP %d" % status
+    status, what = http_status("POST", url, timeout)
+    return status is not None and status < 400, what
 
 
 class QuitCalls:
