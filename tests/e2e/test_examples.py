@@ -48,13 +48,6 @@ def needs(*variables):
                            % ", ".join(missing))
 
 
-def needs_liveness_lock():
-    has_lock = re.search(r"\block|_LOCK", HELP, re.IGNORECASE)   # "lock", not "block"
-    return unittest.skipIf(not has_lock,
-                           "the built kubexit has no liveness lock (issue 5): a SIGKILLed "
-                           "supervisor never writes Died, so its sidecars would run forever")
-
-
 def tombstone_ns(record, key):
     return rfc3339_ns(record[key])
 
@@ -328,7 +321,6 @@ class OomTest(PodTestCase):
 
 
 class CrashTest(PodTestCase):
-    @needs_liveness_lock()
     def test_sigkilled_main_container_still_stops_its_sidecar(self):
         replacements = {"client": {"args": [
             "python3", "-u", "-c", "import time; print('client: running'); time.sleep(300)"]}}
