@@ -6,78 +6,28 @@ A dep counts when a container of that name, in containerStatuses or initContaine
 (native sidecars), reports ready (or started, with KUBEXIT_BIRTH_CONDITION=started).
 """
 
-import os
-import threading
-
-from kubexit.kubeapi import ApiFailure, InClusterClient, Stopped, follow_pod
+from kubexit.kubeapi import ApiFailure, PodFollower
 
 
 class BirthDepsFailed(Exception):
     """str(e) is one line telling the user what to fix; kubexit exits 1."""
 
 
-class BirthWatch:
+class BirthWatch(PodFollower):
     """Follows the pod's status in a daemon thread; the event loop waits on fileno()."""
 
     def __init__(self, config, log):
-        self._config = config
-        self._log = log
-        self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._lock = threading.Lock()
-        self._ready = False
-        self._failure = None
-        self._closed = False
+        super().__init__(config, log, self._judge, "kubexit-birth-deps")
         self._names_checked = False
         self._waiting_for = None
-        self._stopping = threading.Event()
-        self._client = InClusterClient(
-            config.api_host, config.api_port, config.service_account_dir, self._stopping
-        )
-        self._thread = threading.Thread(target=self._follow, name="kubexit-birth-deps", daemon=True)
-        self._thread.start()
-
-    def fileno(self):
-        return self._read_fd
+        self.start()
 
     def poll(self):
         """True once every dep is ready; raises BirthDepsFailed when waiting cannot succeed."""
-        with self._lock:
-            if not self._closed:
-                try:
-                    while os.read(self._read_fd, 64):
-                        pass
-                except BlockingIOError:
-                    pass
-            if self._failure is not None:
-                raise BirthDepsFailed(self._failure)
-            return self._ready
-
-    def close(self):
-        """Stop the thread (its connection is shut down, its waits end) and close the pipe."""
-        self._client.abort()
-        self._thread.join(1.0)
-        with self._lock:
-            if not self._closed:
-                self._closed = True
-                os.close(self._read_fd)
-                os.close(self._write_fd)
-
-    def _follow(self):
-        config = self._config
-        try:
-            follow_pod(self._client, config.namespace, config.pod_name, self._judge, self._log)
-        except Stopped:
-            return
-        except ApiFailure as err:
-            self._report(failure=str(err))
-        except Exception as err:  # a bug must end the wait with a message, not by the timeout
-            self._report(
-                failure="unexpected error while watching pod %s/%s: %s: %s"
-                % (config.namespace, config.pod_name, type(err).__name__, err)
-            )
-        else:
-            # Reported only now, with the connection closed: the main thread gets the GIL at once.
-            self._report(ready=True)
+        self.drain()
+        if self.failure is not None:
+            raise BirthDepsFailed(self.failure)
+        return self.finished
 
     def _judge(self, pod):
         """on_change for follow_pod: True once every dep meets the condition."""
@@ -118,15 +68,3 @@ class BirthWatch:
                 resourceVersion=pod["metadata"].get("resourceVersion"),
             )
         return not waiting
-
-    def _report(self, ready=False, failure=None):
-        with self._lock:
-            if self._closed:
-                return
-            self._ready = self._ready or ready
-            if failure is not None and self._failure is None:
-                self._failure = failure
-            try:
-                os.write(self._write_fd, b"!")
-            except BlockingIOError:
-                pass

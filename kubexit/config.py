@@ -41,6 +41,8 @@ VARIABLES = {
     "KUBEXIT_WAIT_FOR": "comma-separated probes that must all pass before CMD starts",
     "KUBEXIT_QUIT_URLS": "comma-separated http:// URLs POSTed to after CMD has exited and Died "
     "is written (at most 5s in all)",
+    "KUBEXIT_WATCH_POD": "true: a death dep with no tombstone also dies when the pod's status "
+    "says its container terminated (needs the Kubernetes API, as birth deps do; default false)",
     "KUBEXIT_POD_NAME": "the pod's name (default $HOSTNAME)",
     "KUBEXIT_NAMESPACE": "the pod's namespace (default: the service account's namespace file)",
     "KUBEXIT_SERVICE_ACCOUNT_DIR": "token, ca.crt and namespace (default %s)"
@@ -77,6 +79,7 @@ class Config:
         "api_port", "watch", "poll_interval", "log_format", "log_level", "warnings",
         "stop_signal", "death_policy", "death_exit_code", "exit_code_override", "signal_group",
         "termination_log", "readiness_probe", "readiness_period", "wait_for", "quit_urls",
+        "watch_pod",
     )
 
     def __init__(self, **values):
@@ -427,16 +430,27 @@ def load(environ):
     api_port = get("KUBERNETES_SERVICE_PORT", "443")
     pod_name = get("KUBEXIT_POD_NAME", get("HOSTNAME"))
     namespace = get("KUBEXIT_NAMESPACE")
+    watch_pod = parse_bool("KUBEXIT_WATCH_POD", get("KUBEXIT_WATCH_POD", "false"))
+    if watch_pod and not get("KUBEXIT_DEATH_DEPS"):
+        warnings.append("KUBEXIT_WATCH_POD=true does nothing without KUBEXIT_DEATH_DEPS")
+    if watch_pod and not api_host:
+        raise ConfigError(
+            "KUBEXIT_WATCH_POD=true needs the Kubernetes API, but KUBERNETES_SERVICE_HOST is not "
+            "set; run kubexit in a pod (the kubelet sets it) or unset KUBEXIT_WATCH_POD")
     # Without the API, birth deps are followed through the graveyard alone.
-    if birth_deps and api_host:
+    api_users = [v for v, used in (("KUBEXIT_BIRTH_DEPS", birth_deps),
+                               ("KUBEXIT_WATCH_POD", watch_pod)) if used]
+    if api_users and api_host:
         if not api_port.isdigit() or not 0 < int(api_port) < 65536:
             raise ConfigError(
                 "KUBERNETES_SERVICE_PORT=%r is not a port number (1-65535)" % api_port)
         if not os.path.isfile(os.path.join(service_account_dir, "token")):
             raise ConfigError(
-                "KUBEXIT_BIRTH_DEPS needs a service-account token, but %s/token does not exist; "
+                "%s %s a service-account token, but %s/token does not exist; "
                 "set automountServiceAccountToken: true on the pod (or fix "
-                "KUBEXIT_SERVICE_ACCOUNT_DIR)" % service_account_dir)
+                "KUBEXIT_SERVICE_ACCOUNT_DIR)" % (" and ".join(api_users),
+                                                  "need" if len(api_users) > 1 else "needs",
+                                                  service_account_dir))
         if not pod_name:
             raise ConfigError(
                 "KUBEXIT_POD_NAME is not set and neither is HOSTNAME; set KUBEXIT_POD_NAME "
@@ -471,6 +485,7 @@ def load(environ):
             "KUBEXIT_LOG_FORMAT", get("KUBEXIT_LOG_FORMAT", "text"), ("text", "json")),
         log_level=parse_choice("KUBEXIT_LOG_LEVEL", get("KUBEXIT_LOG_LEVEL", "info"),
                                tuple(LEVELS)),
+        watch_pod=watch_pod,
         warnings=tuple(warnings),
         **policies(environ),
         **probes(get),

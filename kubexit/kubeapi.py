@@ -11,6 +11,7 @@ missing token or CA, the pod gone or replaced) raises ApiFailure at once, with o
 that says what to fix.
 """
 
+import _signal
 import json
 import os
 import random
@@ -21,6 +22,7 @@ import threading
 import time
 
 from kubexit import __version__
+from kubexit.loop import catchable_signals
 
 TOKEN_MAX_AGE = 60.0
 WATCH_TIMEOUT_SECONDS = 300
@@ -248,6 +250,85 @@ class InClusterClient:
                     pass
 
 
+class PodFollower:
+    """follow_pod in a daemon thread, for an event loop that waits on fileno().
+
+    on_change(pod) runs in the thread, as with follow_pod, and calls wake() when it has news
+    for the loop: the pipe is written then and once following ends (`finished` set, and
+    `failure` the one line of an ApiFailure or of a bug), never while nothing changes.
+    """
+
+    def __init__(self, config, log, on_change, thread_name, purpose="waiting for birth deps"):
+        self.finished = False
+        self.failure = None
+        self._config = config
+        self._log = log
+        self._on_change = on_change
+        self._purpose = purpose
+        self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self._lock = threading.Lock()
+        self._closed = False
+        self._client = InClusterClient(
+            config.api_host, config.api_port, config.service_account_dir, threading.Event()
+        )
+        self._thread = threading.Thread(target=self._follow, name=thread_name, daemon=True)
+
+    def start(self):
+        """Start the thread, born with every signal blocked: they stay with the main thread."""
+        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, catchable_signals())
+        try:
+            self._thread.start()
+        finally:
+            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+
+    def fileno(self):
+        return self._read_fd
+
+    def drain(self):
+        """From the loop: empty the pipe, so that the next wake() makes it readable again."""
+        with self._lock:
+            if not self._closed:
+                try:
+                    while os.read(self._read_fd, 64):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    def wake(self):
+        with self._lock:
+            if not self._closed:
+                try:
+                    os.write(self._write_fd, b"!")
+                except BlockingIOError:
+                    pass  # the pipe is full: the loop has news to read already
+
+    def close(self):
+        """Stop the thread (its connection is shut down, its waits end) and close the pipe."""
+        self._client.abort()
+        self._thread.join(1.0)
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                os.close(self._read_fd)
+                os.close(self._write_fd)
+
+    def _follow(self):
+        config = self._config
+        try:
+            follow_pod(self._client, config.namespace, config.pod_name, self._on_change, self._log,
+                       self._purpose)
+        except Stopped:
+            return
+        except ApiFailure as err:
+            self.failure = str(err)
+        except Exception as err:  # a bug must end following with a message, not silently
+            self.failure = "unexpected error while watching pod %s/%s: %s: %s" % (
+                config.namespace, config.pod_name, type(err).__name__, err)
+        # Reported only now, with the connection closed: the main thread gets the GIL at once.
+        self.finished = True
+        self.wake()
+
+
 class Response:
     """An HTTP/1.1 response read from a buffered socket file: status line, headers, body."""
 
@@ -338,10 +419,11 @@ class Backoff:
         return delay * (0.5 + random.random() / 2)
 
 
-def follow_pod(client, namespace, name, on_change, log):
+def follow_pod(client, namespace, name, on_change, log, purpose="waiting for birth deps"):
     """List then watch the pod, calling on_change(pod) with each new state until it returns True.
 
-    Raises ApiFailure when waiting cannot help, Stopped when the client is aborted.
+    Raises ApiFailure when waiting cannot help, Stopped when the client is aborted; `purpose`
+    says what kubexit was doing when the pod went away.
     """
     where = "%s/%s" % (namespace, name)
     backoff = Backoff()
@@ -359,7 +441,7 @@ def follow_pod(client, namespace, name, on_change, log):
                         "fieldRef: metadata.name) and KUBEXIT_NAMESPACE (fieldRef: "
                         "metadata.namespace) to this pod's name and namespace" % (name, namespace)
                     )
-                uid = check_pod(pod, uid, where)
+                uid = check_pod(pod, uid, where, purpose)
                 if on_change(pod):
                     return
             verb = "watch"
@@ -376,8 +458,8 @@ def follow_pod(client, namespace, name, on_change, log):
                 if kind == "BOOKMARK":
                     continue
                 if kind == "DELETED":
-                    raise ApiFailure("pod %s was deleted while waiting for birth deps" % where)
-                uid = check_pod(obj, uid, where)
+                    raise ApiFailure("pod %s was deleted while %s" % (where, purpose))
+                uid = check_pod(obj, uid, where, purpose)
                 if on_change(obj):
                     return
             log.debug("watch stream ended; resuming", resourceVersion=resource_version)
@@ -423,19 +505,19 @@ def follow_pod(client, namespace, name, on_change, log):
             raise Stopped()
 
 
-def check_pod(pod, known_uid, where):
+def check_pod(pod, known_uid, where, purpose):
     """The pod's UID; ApiFailure when it is being deleted or is not the pod seen first."""
     metadata = pod["metadata"]
     if metadata.get("deletionTimestamp"):
         raise ApiFailure(
-            "pod %s is being deleted (deletionTimestamp %s); not starting CMD"
-            % (where, metadata["deletionTimestamp"])
+            "pod %s is being deleted (deletionTimestamp %s) while %s"
+            % (where, metadata["deletionTimestamp"], purpose)
         )
     uid = metadata.get("uid")
     if known_uid is not None and uid != known_uid:
         raise ApiFailure(
-            "pod %s was replaced while waiting for birth deps (uid %s, now %s); this container "
-            "belongs to the old pod" % (where, known_uid, uid)
+            "pod %s was replaced while %s (uid %s, now %s); this container "
+            "belongs to the old pod" % (where, purpose, known_uid, uid)
         )
     return uid
 

@@ -36,6 +36,7 @@ class Lifecycle:
         self.ending = None      # (status, reason, failed) once kubexit must end without CMD
         self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
         self.readiness = None   # the Prober of CMD's readiness, while it probes
+        self.deaths = None      # the DeathWatch, when there are death deps
 
     def run(self):
         """Steps 2 to 6; step 1 (validation) happened when the Config was built."""
@@ -201,6 +202,8 @@ class Lifecycle:
 
     def _end(self, status, reason, failed=False):
         """Step 6: say why, record the death, and hand back the exit status."""
+        if self.deaths is not None:
+            self.deaths.close()  # its inotify fd, lock waits and pod-following thread
         if self.config.exit_code_override is not None:
             status = self.config.exit_code_override
             reason += " (exit status %d set by the exit code override)" % status

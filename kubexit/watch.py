@@ -10,6 +10,7 @@ unmounted).
 import os
 
 from kubexit import tombstone
+from kubexit.log import utc_timestamp
 
 RESCAN = "rescan"
 LOST = "lost"
@@ -109,6 +110,77 @@ def open_watcher(config, log):
     return PollWatcher(config.graveyard, names, config.poll_interval)
 
 
+class PodDeaths:
+    """Death deps whose containers the pod's status reports terminated (KUBEXIT_WATCH_POD),
+    for containers with no kubexit and so no tombstone: images without Python.
+
+    A thread follows the pod (kubeapi.PodFollower) and wakes the loop only when a dep's
+    container has newly terminated; on_died(name, record) then gets a record with the
+    container's finishedAt and exitCode. An API failure that waiting cannot heal is one
+    warning and the end of following: the graveyard still counts.
+    """
+
+    def __init__(self, config, log, loop, on_died):
+        from collections import deque
+
+        from kubexit.kubeapi import PodFollower
+
+        self.log = log
+        self.loop = loop
+        self.on_died = on_died
+        self.running = set(config.death_deps)   # in the thread: not yet seen terminated
+        self.terminated = deque()               # (name, record), from the thread to the loop
+        self.names_checked = False
+        self.closed = False
+        self.follower = PodFollower(config, log, self._judge, "kubexit-pod-deaths",
+                                    "watching death deps")
+        loop.add_reader(self.follower.fileno(), self._readable)
+        self.follower.start()
+
+    def _judge(self, pod):
+        """In the thread, for follow_pod: True once every dep has terminated."""
+        if not self.names_checked:
+            self.names_checked = True
+            spec = pod.get("spec") or {}
+            names = {c.get("name") for c in (spec.get("initContainers") or [])
+                     + (spec.get("containers") or [])}
+            unknown = sorted(self.running - names)
+            if unknown:
+                self.log.warn("death deps that are no container of the pod are watched in "
+                              "the graveyard only", deps=",".join(unknown))
+        status = pod.get("status") or {}
+        newly = False
+        for container in (status.get("initContainerStatuses") or []) + (
+                status.get("containerStatuses") or []):
+            state = (container.get("state") or {}).get("terminated")
+            if state and container.get("name") in self.running:
+                self.running.discard(container["name"])
+                code = state.get("exitCode")
+                self.terminated.append((container["name"], tombstone.Tombstone(
+                    died=state.get("finishedAt") or utc_timestamp(),
+                    exit_code=code if isinstance(code, int) else None)))
+                newly = True
+        if newly:
+            self.follower.wake()
+        return not self.running
+
+    def _readable(self):
+        self.follower.drain()
+        while self.terminated and not self.closed:
+            self.on_died(*self.terminated.popleft())
+        if self.follower.finished and not self.closed:
+            if self.follower.failure is not None:
+                self.log.warn("stopped following the pod's status; watching the graveyard only",
+                              reason=self.follower.failure)
+            self.close()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.loop.remove_reader(self.follower.fileno())
+            self.follower.close()
+
+
 class DeathWatch:
     """Reports when the death deps have died (the first, or all of them, by policy),
     counting deaths that happened before kubexit started.
@@ -116,7 +188,8 @@ class DeathWatch:
     A dep born but not died whose liveness lock file exists is also waited on through
     the lock (see kubexit.liveness): its kubexit dying without `Died` counts as its
     death. on_death(name, record) then gets the dep's last record, with `died` None:
-    the exit code is unknown.
+    the exit code is unknown. With KUBEXIT_WATCH_POD, a dep with no tombstone also dies
+    when the pod's status says its container terminated (PodDeaths).
     """
 
     def __init__(self, config, log, loop, on_death):
@@ -129,11 +202,16 @@ class DeathWatch:
         self.lock_waits = {}      # dep name -> LockWait, while it is born and not died
         self.unlockable = set()   # deps whose lock the filesystem refused: tombstone only
         self.watcher = open_watcher(config, log)
+        self.pod = None
 
     def start(self):
         """Watch first, then scan, so that no death falls between the two."""
         self.watcher.start(self.loop, self._changed)
         self._changed(RESCAN)
+        if self.config.watch_pod and not self.fired:
+            self.log.debug("following the pod's status for death deps",
+                           pod="%s/%s" % (self.config.namespace, self.config.pod_name))
+            self.pod = PodDeaths(self.config, self.log, self.loop, self._container_terminated)
 
     def _changed(self, names):
         if self.fired:
@@ -175,8 +253,21 @@ class DeathWatch:
                 wait.close()
             self.lock_waits.clear()
             self.on_death(name, record)
+            if self.pod is not None:
+                self.pod.close()  # after on_death: its join must not delay the stop signal
             return True
         return False
+
+    def _container_terminated(self, name, record):
+        """From PodDeaths. A dep with a tombstone is judged by its tombstone alone."""
+        if self.fired or name in self.dead:
+            return
+        if tombstone.read(os.path.join(self.config.graveyard, name)) is not None:
+            self.log.debug("death dep's container terminated; its tombstone decides", dep=name)
+            return
+        self.log.info("death dep died, says the pod's status", dep=name,
+                      exit_code=record.exit_code)
+        self._died(name, record)
 
     def _check_lock(self, name):
         """A born, not died dep with a lock file (a Go kubexit has none): if the lock is
@@ -235,6 +326,8 @@ class DeathWatch:
 
     def close(self):
         self.watcher.close(self.loop)
+        if self.pod is not None:
+            self.pod.close()
         for wait in self.lock_waits.values():
             wait.close()
         self.lock_waits.clear()
