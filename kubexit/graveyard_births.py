@@ -10,7 +10,7 @@ does not count: the dep is gone, and its restart will write a fresh record.
 import os
 
 from kubexit import tombstone
-from kubexit.watch import LOST, RESCAN, InotifyWatcher, PollWatcher
+from kubexit.watch import GraveyardWatch
 
 
 class GraveyardBirths:
@@ -22,48 +22,25 @@ class GraveyardBirths:
         self.loop = loop
         self.met = set()
         self.closed = False
-        self.watcher = None
-        if config.watch == "auto":
-            try:
-                self.watcher = InotifyWatcher(config.graveyard, config.birth_deps)
-            except (ImportError, AttributeError, OSError) as err:
-                log.warn("inotify unavailable, polling the graveyard for birth deps instead",
-                         reason=str(err), interval="%gs" % config.poll_interval)
-        if self.watcher is None:
-            self.watcher = self._poll_watcher()
+        self.graveyard = GraveyardWatch(config, log, loop, config.birth_deps, self._changed)
 
     @property
     def all_met(self):
         return len(self.met) == len(self.config.birth_deps)
 
     def start(self):
-        """Watch first, then scan, so that no Ready falls between the two."""
-        self.watcher.start(self.loop, self._changed)
-        self._changed(RESCAN)
+        self.graveyard.start()
 
     def close(self):
         """Stop counting now; close the watch on the loop's next turn. Closing an inotify
         fd waits out a kernel RCU grace period (up to ~20 ms measured), which must come
         after CMD has started, not before."""
         self.closed = True
-        self.loop.call_later(0, lambda: self.watcher.close(self.loop))
-
-    def _poll_watcher(self):
-        return PollWatcher(self.config.graveyard, self.config.birth_deps,
-                           self.config.poll_interval)
+        self.loop.call_later(0, self.graveyard.close)
 
     def _changed(self, names):
         if self.closed:
             return
-        if names == LOST:
-            self.log.warn("lost the inotify watch on the graveyard; polling it instead",
-                          graveyard=self.config.graveyard)
-            self.watcher.close(self.loop)
-            self.watcher = self._poll_watcher()
-            self.watcher.start(self.loop, self._changed)
-            names = RESCAN
-        if names == RESCAN:
-            names = self.config.birth_deps
         for name in names:
             record = tombstone.read(os.path.join(self.config.graveyard, name))
             if self._counts(record) == (name in self.met):

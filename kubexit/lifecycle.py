@@ -76,7 +76,7 @@ class Lifecycle:
         self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death)
         self.deaths.start()
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
-                       mode=self.deaths.watcher.kind, policy=self.config.death_policy)
+                       mode=self.deaths.graveyard.kind, policy=self.config.death_policy)
 
     def _wait_before_start(self):
         """Step 3: birth deps ready (in the graveyard, or by the pod's status when the API

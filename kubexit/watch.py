@@ -98,16 +98,50 @@ class InotifyWatcher:
         os.close(self.fd)
 
 
-def open_watcher(config, log):
-    """inotify unless told to poll or it is unavailable, in which case say why once."""
-    names = config.death_deps
-    if config.watch == "auto":
-        try:
-            return InotifyWatcher(config.graveyard, names)
-        except (ImportError, AttributeError, OSError) as err:
-            log.warn("inotify unavailable, polling the graveyard instead",
-                     reason=str(err), interval="%gs" % config.poll_interval)
-    return PollWatcher(config.graveyard, names, config.poll_interval)
+class GraveyardWatch:
+    """The tombstones of some names: on_names(names) whenever they may have changed,
+    starting with all of them (the scan, after the watch is in place so that nothing
+    falls between the two). inotify unless told to poll or it is unavailable, in which
+    case it says why once; a lost inotify watch falls back to polling."""
+
+    def __init__(self, config, log, loop, names, on_names):
+        self.config = config
+        self.log = log
+        self.loop = loop
+        self.names = names
+        self.on_names = on_names
+        self.watcher = None
+        if config.watch == "auto":
+            try:
+                self.watcher = InotifyWatcher(config.graveyard, names)
+            except (ImportError, AttributeError, OSError) as err:
+                log.warn("inotify unavailable, polling the graveyard instead",
+                         reason=str(err), interval="%gs" % config.poll_interval)
+        if self.watcher is None:
+            self.watcher = self._poll_watcher()
+
+    @property
+    def kind(self):
+        return self.watcher.kind
+
+    def _poll_watcher(self):
+        return PollWatcher(self.config.graveyard, self.names, self.config.poll_interval)
+
+    def start(self):
+        self.watcher.start(self.loop, self._changed)
+        self.on_names(self.names)
+
+    def _changed(self, names):
+        if names == LOST:
+            self.log.warn("lost the inotify watch on the graveyard; polling it instead",
+                          graveyard=self.config.graveyard)
+            self.watcher.close(self.loop)
+            self.watcher = self._poll_watcher()
+            self.watcher.start(self.loop, self._changed)
+        self.on_names(self.names if names in (LOST, RESCAN) else names)
+
+    def close(self):
+        self.watcher.close(self.loop)
 
 
 class PodDeaths:
@@ -201,13 +235,12 @@ class DeathWatch:
         self.fired = False
         self.lock_waits = {}      # dep name -> LockWait, while it is born and not died
         self.unlockable = set()   # deps whose lock the filesystem refused: tombstone only
-        self.watcher = open_watcher(config, log)
+        self.graveyard = GraveyardWatch(config, log, loop, config.death_deps, self._changed)
         self.pod = None
 
     def start(self):
         """Watch first, then scan, so that no death falls between the two."""
-        self.watcher.start(self.loop, self._changed)
-        self._changed(RESCAN)
+        self.graveyard.start()
         if self.config.watch_pod and not self.fired:
             self.log.debug("following the pod's status for death deps",
                            pod="%s/%s" % (self.config.namespace, self.config.pod_name))
@@ -216,16 +249,6 @@ class DeathWatch:
     def _changed(self, names):
         if self.fired:
             return
-        if names == LOST:
-            self.log.warn("lost the inotify watch on the graveyard; polling it instead",
-                          graveyard=self.config.graveyard)
-            self.watcher.close(self.loop)
-            self.watcher = PollWatcher(
-                self.config.graveyard, self.config.death_deps, self.config.poll_interval)
-            self.watcher.start(self.loop, self._changed)
-            names = RESCAN
-        if names == RESCAN:
-            names = self.config.death_deps
         for name in names:
             if name in self.dead:
                 continue
@@ -325,7 +348,7 @@ class DeathWatch:
                       dep=name, path=path, reason=reason)
 
     def close(self):
-        self.watcher.close(self.loop)
+        self.graveyard.close()
         if self.pod is not None:
             self.pod.close()
         for wait in self.lock_waits.values():
