@@ -154,13 +154,8 @@ def check_name(variable, name):
 
 
 def parse_names(variable, text):
-    """Comma list: items trimmed, empty ones dropped, duplicates ignored, each a valid name."""
-    names = []
-    for item in text.split(","):
-        item = item.strip()
-        if item and item not in names:
-            names.append(check_name(variable, item))
-    return tuple(names)
+    """Comma list of names, each a valid one."""
+    return parse_list(variable, text, check_name)
 
 
 def parse_choice(variable, text, choices):
@@ -287,7 +282,7 @@ def parse_probe(variable, text):
 
 
 def parse_list(variable, text, parse):
-    """Comma list of probes or URLs: items trimmed, empty ones dropped, duplicates ignored."""
+    """Comma list: items trimmed, empty ones dropped, duplicates ignored, each parse()d."""
     items = []
     for item in text.split(","):
         item = item.strip()
