@@ -129,8 +129,12 @@ say "built $PROJECT_IMAGE from the Dockerfile in $(seconds_since "$t0")s"
 
 t0=$(date +%s)
 status=0
+# From the scratch directory: conmon writes a file named "oom" into podman's working
+# directory when a container is OOM-killed.
+cd "$WORK"
 E2E_RUN_ID=$RUN_ID E2E_PROJECT_IMAGE=$PROJECT_IMAGE E2E_BASE_IMAGE=$BASE_IMAGE \
-    run_child "$PYTHON" -m unittest discover --start-directory tests/e2e --pattern 'test_*.py' \
-    --verbose || status=$?
+    run_child "$PYTHON" -m unittest discover --start-directory "$ROOT/tests/e2e" \
+    --pattern 'test_*.py' --verbose || status=$?
+cd "$ROOT"
 say "pods ran in $(seconds_since "$t0")s; whole run $(seconds_since "$started")s"
 exit $status
