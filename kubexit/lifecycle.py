@@ -152,6 +152,10 @@ class Lifecycle:
         if self.child.running:
             self.killed_by = (name, record)
             self.child.stop(self.loop, self.config.stop_signal, self.config.grace_period)
+            # Logged after the signal: the reaction time is a feature.
+            self.log.info('death dependency "%s" died%s: stopping CMD' % (
+                name, with_exit_code(record)), signal=signal_name(self.config.stop_signal),
+                grace_period="%gs" % self.config.grace_period)
         elif self.child.pid is None:
             self._end_without_cmd(self._death_status(name, record, None),
                                   'not started: death dependency "%s" had died%s'

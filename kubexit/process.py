@@ -181,9 +181,7 @@ class Child:
         if self.deadline is not None:
             return
         self._arm(loop, grace_period)
-        self._signal_tree(signum)  # before the log line: reaction time is a feature
-        self.log.info("stopping CMD", signal=signal_name(signum),
-                      grace_period="%gs" % grace_period)
+        self._signal_tree(signum)
 
     def stop_leftovers(self, loop, grace_period):
         """After CMD's exit: SIGTERM its leftovers, within what remains of the deadline."""

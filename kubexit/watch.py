@@ -256,12 +256,7 @@ class DeathWatch:
             self.log.debug("tombstone changed", dep=name, tombstone=record)
             if record is None:
                 continue
-            if record.died is not None:
-                self.log.info("death dep died", dep=name, exit_code=record.exit_code)
-                fired = self._died(name, record)
-            else:
-                fired = self._check_lock(name)
-            if fired:
+            if self._died(name, record) if record.died is not None else self._check_lock(name):
                 return
 
     def _died(self, name, record):
@@ -279,6 +274,8 @@ class DeathWatch:
             if self.pod is not None:
                 self.pod.close()  # after on_death: its join must not delay the stop signal
             return True
+        self.log.info("death dep died; waiting for the other death deps", dep=name,
+                      exit_code=record.exit_code)
         return False
 
     def _container_terminated(self, name, record):
@@ -335,9 +332,7 @@ class DeathWatch:
             self._lock_free(name, wait.record)
 
     def _lock_free(self, name, record):
-        if record.died is not None:
-            self.log.info("death dep died", dep=name, exit_code=record.exit_code)
-        else:
+        if record.died is None:
             self.log.info("death dep died without writing Died: its kubexit was killed and "
                           "its liveness lock released", dep=name)
         return self._died(name, record)

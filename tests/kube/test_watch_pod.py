@@ -126,7 +126,7 @@ def test_dep_with_a_tombstone_is_judged_by_its_tombstone(supervise, api):
     (supervise.graveyard / ".job.tmp").write_text(tombstone_text(died=True, exit_code=5))
     os.rename(supervise.graveyard / ".job.tmp", supervise.graveyard / "job")
     assert finish(proc) == 5
-    assert lines_with(proc, "death dep died dep=job exit_code=5")
+    assert lines_with(proc, 'death dependency "job" died with exit code 5: stopping CMD')
     assert not lines_with(proc, "says the pod's status")
 
 
