@@ -28,8 +28,6 @@ RUNS = 30
 REACTION_BOUND_MS = 5.0
 MEMORY_BOUND_MIB = 20.0
 IDLE_WINDOW = 1.0
-IDLE_INTERPRETER = "import os, time; os.write(1, b'R\\n'); time.sleep(60)"
-
 START_PROBE_C = r"""
 #include <stdio.h>
 #include <time.h>
@@ -135,7 +133,7 @@ class Waiter:
         return harness.context_switches(self.pid) - before
 
     def peak_rss_mib(self):
-        return int(harness.proc_status_field(self.pid, "VmHWM")) / 1024
+        return harness.peak_rss_mib(self.pid)
 
     def abort(self):
         try:
@@ -148,20 +146,6 @@ class Waiter:
     def stderr_tail(self):
         with open(self.stderr_path, errors="replace") as err:
             return "; its stderr: " + err.read()[-2000:].strip()
-
-
-def idle_peak(python):
-    read_fd, write_fd = os.pipe()
-    pid = harness.spawn([python, "-c", IDLE_INTERPRETER], stdout=write_fd)
-    os.close(write_fd)
-    try:
-        harness.read_line(read_fd, 10.0, "the idle interpreter")
-        harness.wait_quiet(pid, 10.0)
-        return int(harness.proc_status_field(pid, "VmHWM")) / 1024
-    finally:
-        os.close(read_fd)
-        os.kill(pid, 9)
-        os.waitpid(pid, 0)
 
 
 def measure(args, api, space, probe):
@@ -237,7 +221,7 @@ def main():
         wakeups == 0,
         note="context switches of every thread while waiting: no polling",
     )
-    peak, idle = max(peaks["kubexit"]), idle_peak(args.python)
+    peak, idle = max(peaks["kubexit"]), harness.idle_peak(args.python)
     harness.report(
         "memory peak RSS (birth wait)",
         peak,

@@ -458,3 +458,25 @@ class Workspace:
 
     def __exit__(self, *exc_info):
         self.temp.cleanup()
+
+
+IDLE_INTERPRETER = "import os, time; os.write(1, b'R\\n'); time.sleep(60)"
+
+
+def peak_rss_mib(pid):
+    return int(proc_status_field(pid, "VmHWM")) / 1024
+
+
+def idle_peak(python):
+    """Peak RSS of an interpreter that does nothing: the memory figures' baseline."""
+    read_fd, write_fd = os.pipe()
+    pid = spawn([python, "-c", IDLE_INTERPRETER], stdout=write_fd)
+    os.close(write_fd)
+    try:
+        read_line(read_fd, 10.0, "the idle interpreter")
+        wait_quiet(pid, 10.0)
+        return peak_rss_mib(pid)
+    finally:
+        os.close(read_fd)
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
