@@ -28,10 +28,12 @@ def usage_error(message):
 
 
 def print_help():
-    from kubexit.config import VARIABLES
+    from kubexit.config import ALIASES, VARIABLES
 
-    width = max(len(v) for v in VARIABLES)
+    width = max(len(v) for v in list(VARIABLES) + list(ALIASES))
     lines = ["  %-*s  %s" % (width, v, text) for v, text in VARIABLES.items()]
+    lines.append("\nthe variables of kubexit forks, accepted as aliases:")
+    lines += ["  %-*s  %s" % (width, v, text) for v, text in ALIASES.items()]
     sys.stdout.write(USAGE + "\n".join(lines) + "\n")
 
 

@@ -275,3 +275,12 @@ def test_ctrl_c_on_a_terminal_reaches_cmd_once(pyz, graveyard):
         if proc.poll() is None:
             proc.kill()
         os.close(master)
+
+
+def test_help_lists_the_fork_aliases(run_kubexit):
+    result = run_kubexit({}, ["--help"])
+    assert result.returncode == 0
+    for variable in ("KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS", "KUBEXIT_SUPPRESS_STOPPED_EXITCODE",
+                     "KUBEXIT_EXIT_CODE_OVERRIDE", "KUBEXIT_CUSTOM_EXIT_CODE",
+                     "KUBEXIT_STOPSIGNAL"):
+        assert variable in result.stdout
