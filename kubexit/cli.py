@@ -27,6 +27,26 @@ def usage_error(message):
     return 2
 
 
+def failed_start(status, environ):
+    """A run that ends before it could start still writes Died, when KUBEXIT_NAME and
+    the graveyard allow: a sibling waiting on this container must not wait forever."""
+    from kubexit import tombstone
+    from kubexit.config import failed_start_record
+    from kubexit.log import utc_timestamp
+
+    target = failed_start_record(environ)
+    if target is not None:
+        path, restart_policy = target
+        record = tombstone.first_record(path, restart_policy)
+        record.died = utc_timestamp()
+        record.exit_code = status
+        try:
+            tombstone.write(path, record)
+        except OSError as err:
+            write_stderr("kubexit: cannot write tombstone %s: %s" % (path, err.strerror))
+    return status
+
+
 def print_help():
     from kubexit.config import ALIASES, VARIABLES
 
@@ -59,10 +79,10 @@ def main(args=None):
                 return usage_error("--inspect takes at most one directory")
             graveyard = rest[0] if rest else os.environ.get("KUBEXIT_GRAVEYARD", "/graveyard")
             return print_graveyard(graveyard)
-        return usage_error("unknown option %s" % option)
+        return failed_start(usage_error("unknown option %s" % option), os.environ)
     argv = args[index:]
     if not argv:
-        return usage_error("no CMD given")
+        return failed_start(usage_error("no CMD given"), os.environ)
     return supervise(argv)
 
 
@@ -75,7 +95,7 @@ def supervise(argv):
         config = configuration.load(os.environ)
     except configuration.ConfigError as err:
         write_stderr("kubexit: %s" % err)
-        return 2
+        return failed_start(2, os.environ)
     log = Log(config.name, config.log_level, config.log_format)
     for warning in config.warnings:
         log.warn(warning)

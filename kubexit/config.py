@@ -7,6 +7,7 @@ with one ConfigError line that names the variable and the fix.
 import os
 
 from kubexit.log import LEVELS
+from kubexit.tombstone import RESTART_POLICIES
 
 DEFAULT_SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
@@ -28,6 +29,13 @@ VARIABLES = {
     "child, dependency or a number 0-255",
     "KUBEXIT_SIGNAL_GROUP": "true (default): stop and terminating signals go to CMD's process "
     "group; false: to CMD only",
+    "KUBEXIT_RESTART_POLICY": "what the kubelet does when this container exits: Never "
+    "(default), OnFailure or Always; only a death it does not undo stops the death deps' "
+    "dependents",
+    "KUBEXIT_SHUTDOWN_ORDER": "together (default): a terminating signal reaches CMD at once; "
+    "after-death-deps: held from CMD while a death dep is alive",
+    "KUBEXIT_SHUTDOWN_TIMEOUT": "longest hold of a terminating signal under after-death-deps "
+    "(default 20s)",
     "KUBEXIT_TERMINATION_LOG": "file that gets one line saying why kubexit ended (default "
     "/dev/termination-log when it exists; empty disables)",
     "KUBEXIT_BIRTH_DEPS": "comma-separated names that must be ready before CMD starts: by their "
@@ -41,6 +49,8 @@ VARIABLES = {
     "KUBEXIT_WAIT_FOR": "comma-separated probes that must all pass before CMD starts",
     "KUBEXIT_QUIT_URLS": "comma-separated http:// URLs POSTed to after CMD has exited and Died "
     "is written (at most 5s in all)",
+    "KUBEXIT_API": "auto (default): use the Kubernetes API when it answers, else the graveyard "
+    "alone; required: fail when it refuses; off: never touch it",
     "KUBEXIT_WATCH_POD": "true: a death dep with no tombstone also dies when the pod's status "
     "says its container terminated (needs the Kubernetes API, as birth deps do; default false)",
     "KUBEXIT_POD_NAME": "the pod's name (default $HOSTNAME)",
@@ -79,7 +89,7 @@ class Config:
         "api_port", "watch", "poll_interval", "log_format", "log_level", "warnings",
         "stop_signal", "death_policy", "death_exit_code", "exit_code_override", "signal_group",
         "termination_log", "readiness_probe", "readiness_period", "wait_for", "quit_urls",
-        "watch_pod",
+        "watch_pod", "restart_policy", "shutdown_order", "shutdown_timeout", "api",
     )
 
     def __init__(self, **values):
@@ -174,6 +184,15 @@ def parse_bool(variable, text):
     if value in ("false", "0", "no", "off"):
         return False
     raise ConfigError("%s=%r is not a boolean; use true or false" % (variable, text))
+
+
+def parse_restart_policy(variable, text):
+    """Never, OnFailure or Always, in any case."""
+    policy = RESTART_POLICIES.get(text.strip().lower())
+    if policy is None:
+        raise ConfigError("%s=%r is not a restart policy; use the pod's restartPolicy: "
+                          "Never, OnFailure or Always" % (variable, text))
+    return policy
 
 
 def parse_exit_code(variable, text):
@@ -428,10 +447,27 @@ def load(environ):
     watch_pod = parse_bool("KUBEXIT_WATCH_POD", get("KUBEXIT_WATCH_POD", "false"))
     if watch_pod and not get("KUBEXIT_DEATH_DEPS"):
         warnings.append("KUBEXIT_WATCH_POD=true does nothing without KUBEXIT_DEATH_DEPS")
+    api = parse_choice("KUBEXIT_API", get("KUBEXIT_API", "auto"), ("auto", "required", "off"))
+    if watch_pod and api == "off":
+        raise ConfigError("KUBEXIT_WATCH_POD=true needs the Kubernetes API, which KUBEXIT_API=off "
+                          "forbids; unset one of them")
     if watch_pod and not api_host:
         raise ConfigError(
             "KUBEXIT_WATCH_POD=true needs the Kubernetes API, but KUBERNETES_SERVICE_HOST is not "
             "set; run kubexit in a pod (the kubelet sets it) or unset KUBEXIT_WATCH_POD")
+    if api == "required" and birth_deps and not api_host:
+        raise ConfigError(
+            "KUBEXIT_API=required, but KUBERNETES_SERVICE_HOST is not set; run kubexit in a pod "
+            "(the kubelet sets it) or set KUBEXIT_API=auto")
+    token_path = os.path.join(service_account_dir, "token")
+    if api == "off" or (api == "auto" and not watch_pod and birth_deps and api_host
+                        and not os.path.isfile(token_path)):
+        if api == "auto":
+            warnings.append(
+                "no service-account token at %s, so birth deps are followed in the graveyard "
+                "alone; for the pod's status set automountServiceAccountToken: true (or "
+                "KUBEXIT_API=off to silence this)" % token_path)
+        api_host = ""
     # Without the API, birth deps are followed through the graveyard alone.
     api_users = [v for v, used in (("KUBEXIT_BIRTH_DEPS", birth_deps),
                                ("KUBEXIT_WATCH_POD", watch_pod)) if used]
@@ -439,7 +475,7 @@ def load(environ):
         if not api_port.isdigit() or not 0 < int(api_port) < 65536:
             raise ConfigError(
                 "KUBERNETES_SERVICE_PORT=%r is not a port number (1-65535)" % api_port)
-        if not os.path.isfile(os.path.join(service_account_dir, "token")):
+        if not os.path.isfile(token_path):
             raise ConfigError(
                 "%s %s a service-account token, but %s/token does not exist; "
                 "set automountServiceAccountToken: true on the pod (or fix "
@@ -457,7 +493,7 @@ def load(environ):
                 "KUBEXIT_NAMESPACE from the downward API (fieldRef: metadata.namespace)"
                 % service_account_dir)
 
-    config = Config(
+    values = dict(
         name=name,
         graveyard=graveyard,
         death_deps=parse_names("KUBEXIT_DEATH_DEPS", get("KUBEXIT_DEATH_DEPS")),
@@ -481,10 +517,20 @@ def load(environ):
         log_level=parse_choice("KUBEXIT_LOG_LEVEL", get("KUBEXIT_LOG_LEVEL", "info"),
                                tuple(LEVELS)),
         watch_pod=watch_pod,
-        warnings=tuple(warnings),
+        api=api,
+        restart_policy=parse_restart_policy("KUBEXIT_RESTART_POLICY",
+                                            get("KUBEXIT_RESTART_POLICY")) if get(
+            "KUBEXIT_RESTART_POLICY") else None,
+        shutdown_order=parse_choice("KUBEXIT_SHUTDOWN_ORDER",
+                                    get("KUBEXIT_SHUTDOWN_ORDER", "together"),
+                                    ("together", "after-death-deps")),
+        shutdown_timeout=parse_duration("KUBEXIT_SHUTDOWN_TIMEOUT",
+                                        get("KUBEXIT_SHUTDOWN_TIMEOUT", "20s")),
         **policies(environ),
         **probes(get),
     )
+    values["warnings"] = tuple(warnings) + combination_warnings(values)
+    config = Config(**values)
     if config.poll_interval <= 0:
         raise ConfigError("KUBEXIT_POLL_INTERVAL must be more than 0, e.g. 1s")
     if config.name in config.death_deps:
@@ -492,3 +538,49 @@ def load(environ):
             "KUBEXIT_DEATH_DEPS names this container itself (%s); remove it" % config.name)
     check_graveyard(graveyard, name)
     return config
+
+
+def combination_warnings(values):
+    """Settings that are each valid but together cannot end well."""
+    found = []
+    policy = values["restart_policy"]
+    override = values["exit_code_override"]
+    stopped = "exit code override %d" % override if override is not None \
+        else "KUBEXIT_DEATH_EXIT_CODE=%s" % values["death_exit_code"]
+    if policy == "OnFailure" and values["death_deps"] and (
+            override if override is not None else values["death_exit_code"]) not in (
+            0, "zero", "dependency"):
+        found.append(
+            "KUBEXIT_RESTART_POLICY=OnFailure, and a CMD stopped by its death deps exits "
+            "non-zero here (%s), so the kubelet restarts this container, which stops again at "
+            "once; use KUBEXIT_DEATH_EXIT_CODE=zero" % stopped)
+    if policy == "Always" and values["death_deps"]:
+        found.append(
+            "KUBEXIT_RESTART_POLICY=Always with KUBEXIT_DEATH_DEPS: the kubelet restarts this "
+            "container whenever its death deps stop it; for a sidecar that must end, use "
+            "restartPolicy Never or OnFailure (a native sidecar needs no death deps)")
+    if values["shutdown_order"] == "after-death-deps" and not values["death_deps"]:
+        found.append("KUBEXIT_SHUTDOWN_ORDER=after-death-deps does nothing without "
+                     "KUBEXIT_DEATH_DEPS")
+    return tuple(found)
+
+
+def failed_start_record(environ):
+    """(tombstone path, restart policy) for a run that ends before it could start, when
+    KUBEXIT_NAME and the graveyard are themselves valid: siblings must learn of it. None
+    when they are not, or the graveyard is not there to write in."""
+    name = (environ.get("KUBEXIT_NAME") or "").strip()
+    graveyard = os.path.abspath((environ.get("KUBEXIT_GRAVEYARD") or "").strip() or "/graveyard")
+    try:
+        check_name("KUBEXIT_NAME", name)
+    except ConfigError:
+        return None
+    path = os.path.join(graveyard, name)
+    if not os.path.isdir(graveyard) or not os.access(graveyard, os.W_OK | os.X_OK) or (
+            os.path.lexists(path) and not os.path.isfile(path)):
+        return None
+    try:
+        policy = parse_restart_policy("", environ.get("KUBEXIT_RESTART_POLICY") or "Never")
+    except ConfigError:
+        policy = None
+    return path, policy

@@ -7,23 +7,32 @@ from kubexit import tombstone
 from kubexit.log import write_stderr
 
 
-def supervisor_gone(graveyard, name):
-    """Born, not died, and its liveness lock free: its kubexit was killed before Died."""
-    import fcntl
+def crashed(graveyard, name):
+    """Born, not died, and its liveness lock free with this Born in it: its kubexit was
+    killed before Died."""
+    from kubexit.liveness import last_word, lock_path, open_lock_file
 
-    from kubexit.liveness import lock_path, open_lock_file
-
+    path = lock_path(graveyard, name)
     try:
-        fd = open_lock_file(lock_path(graveyard, name), create=False)
+        fd = open_lock_file(path, create=False)
     except OSError:
-        return False  # no lock file: a Go kubexit, or one from before liveness locks
+        return False  # no lock file: a Go kubexit
     try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        return True
+        word = last_word(fd, path, os.path.join(graveyard, name), blocking=False)
+        return word is not None and word[1]
     except OSError:
-        return False
+        return False  # held: alive
     finally:
         os.close(fd)
+
+
+def state(graveyard, name, record):
+    """running, ready, dead or killed; restarting for a death the kubelet undoes."""
+    if record.died is None and not crashed(graveyard, name):
+        return "ready" if record.ready is not None else "running"
+    if not record.final:
+        return "restarting"
+    return "dead" if record.died is not None else "killed"
 
 
 def print_graveyard(graveyard):
@@ -33,18 +42,17 @@ def print_graveyard(graveyard):
         write_stderr("kubexit: cannot read graveyard %s: %s; pass the graveyard directory "
                      "(or set KUBEXIT_GRAVEYARD)" % (graveyard, err.strerror))
         return 2
-    rows = [("NAME", "STATE", "BORN", "DIED", "EXIT")]
+    rows = [("NAME", "STATE", "RESTARTS", "BORN", "DIED", "EXIT")]
     for name in names:
         record = tombstone.read(os.path.join(graveyard, name))
         if record is None:
-            rows.append((name, "unreadable", "-", "-", "-"))
+            rows.append((name, "unreadable", "-", "-", "-", "-"))
             continue
-        state = ("dead" if record.died is not None
-                 else "killed" if supervisor_gone(graveyard, name)
-                 else "ready" if record.ready is not None else "running")
-        exit_code = "-" if record.exit_code is None else str(record.exit_code)
-        rows.append((name, state, record.born or "-", record.died or "-", exit_code))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+        rows.append((name, state(graveyard, name, record),
+                     "-" if record.restarts is None else str(record.restarts),
+                     record.born or "-", record.died or "-",
+                     "-" if record.exit_code is None else str(record.exit_code)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         sys.stdout.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
     return 0

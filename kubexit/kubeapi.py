@@ -43,6 +43,11 @@ class ApiFailure(Exception):
     """Waiting cannot fix this; str() is one line naming the fix."""
 
 
+class ApiRefused(ApiFailure):
+    """The API refuses this pod's service account (no token, 401, 403): under
+    KUBEXIT_API=auto, kubexit goes on without it."""
+
+
 class Stopped(Exception):
     """abort() was called: the caller is no longer interested."""
 
@@ -93,16 +98,16 @@ class InClusterClient:
                 with open(path) as file:
                     token = file.read().strip()
             except FileNotFoundError:
-                raise ApiFailure(
+                raise ApiRefused(
                     "no service-account token at %s: set automountServiceAccountToken: true on the "
                     "pod (or point KUBEXIT_SERVICE_ACCOUNT_DIR at a mounted token)" % path
                 ) from None
             except OSError as err:
-                raise ApiFailure(
+                raise ApiRefused(
                     "cannot read the service-account token %s: %s" % (path, err.strerror)
                 ) from None
             if not token:
-                raise ApiFailure(
+                raise ApiRefused(
                     "the service-account token %s is empty; mount a valid token" % path
                 )
             self._token = token
@@ -255,12 +260,14 @@ class PodFollower:
 
     on_change(pod) runs in the thread, as with follow_pod, and calls wake() when it has news
     for the loop: the pipe is written then and once following ends (`finished` set, and
-    `failure` the one line of an ApiFailure or of a bug), never while nothing changes.
+    `failure` the one line of an ApiFailure or of a bug, `refused` when the API refused
+    access), never while nothing changes.
     """
 
     def __init__(self, config, log, on_change, thread_name, purpose="waiting for birth deps"):
         self.finished = False
         self.failure = None
+        self.refused = False
         self._config = config
         self._log = log
         self._on_change = on_change
@@ -321,6 +328,7 @@ class PodFollower:
             return
         except ApiFailure as err:
             self.failure = str(err)
+            self.refused = isinstance(err, ApiRefused)
         except Exception as err:  # a bug must end following with a message, not silently
             self.failure = "unexpected error while watching pod %s/%s: %s: %s" % (
                 config.namespace, config.pod_name, type(err).__name__, err)
@@ -489,7 +497,8 @@ def follow_pod(client, namespace, name, on_change, log, purpose="waiting for bir
                     delay="%.2fs" % delay,
                 )
             else:
-                raise ApiFailure(explain(err, verb, client, namespace, name)) from None
+                refusal = ApiRefused if err.code in (401, 403) else ApiFailure
+                raise refusal(explain(err, verb, client, namespace, name)) from None
         except Transient as err:
             if client.stopping.is_set():
                 raise Stopped() from None

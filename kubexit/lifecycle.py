@@ -1,9 +1,10 @@
 """The lifecycle of one supervised command, in the order of the contract's section 4.
 
-It wires the parts together and decides; the parts do the work: DeathWatch (deaths in
-the graveyard), GraveyardBirths and BirthWatch (birth deps, in the graveyard and through
-the Kubernetes API), Prober (wait-for and readiness probes), Child (the process tree),
-tombstone (the record), QuitCalls (quit URLs) and EventLoop (all waiting).
+It wires the parts together and decides; the parts do the work: DeathWatch (final
+deaths of death deps), GraveyardBirths and BirthWatch (birth deps, in the graveyard and
+through the Kubernetes API, each dep by whichever says it is ready first), Prober
+(wait-for and readiness probes), Child (the process tree), tombstone (the record),
+QuitCalls (quit URLs) and EventLoop (all waiting).
 """
 
 import _signal
@@ -31,12 +32,15 @@ class Lifecycle:
         self.log = log
         self.loop = EventLoop()
         self.child = Child(argv, log, config.signal_group)
-        self.record = tombstone.Tombstone()
+        self.record = tombstone.first_record(config.tombstone_path,
+                                             config.restart_policy or "Never")
         self.liveness = LivenessLock(config.graveyard, config.name, log)
         self.ending = None      # (status, reason, failed) once kubexit must end without CMD
         self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
         self.readiness = None   # the Prober of CMD's readiness, while it probes
         self.deaths = None      # the DeathWatch, when there are death deps
+        self.held = None        # a terminating signal held from CMD (after-death-deps)
+        self.hold_timer = None  # set while it is held
 
     def run(self):
         """Steps 2 to 6; step 1 (validation) happened when the Config was built."""
@@ -51,14 +55,16 @@ class Lifecycle:
             self._wait_before_start()
         if self.ending is not None:
             return self._end(*self.ending)
-        self.liveness.acquire()  # held until Died is written: a crash frees it for watchers
+        born = utc_timestamp()
+        self.liveness.acquire(born)  # held until Died is written: a crash frees it
         try:
             pid = self.child.spawn(take_terminal)
         except SpawnError as err:
             return self._end(err.status, str(err), failed=True)
-        self.log.info("started CMD", pid=pid, cmd=self.child.argv[0])
-        self.record.born = utc_timestamp()
+        self.record.born = born
         self._write_tombstone()
+        self.log.info("started CMD", pid=pid, cmd=self.child.argv[0],
+                      restarts=self.record.restarts)
         if self.config.readiness_probe is not None:
             self._probe_readiness()
         self.loop.run_until(lambda: not self.child.running)
@@ -71,16 +77,16 @@ class Lifecycle:
         return self._end(status, reason)
 
     def _watch_death_deps(self):
-        from kubexit.watch import DeathWatch
+        from kubexit.deaths import DeathWatch
 
         self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death)
         self.deaths.start()
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
-                       mode=self.deaths.graveyard.kind, policy=self.config.death_policy)
+                       mode=self.deaths.siblings.kind, policy=self.config.death_policy)
 
     def _wait_before_start(self):
-        """Step 3: birth deps ready (in the graveyard, or by the pod's status when the API
-        is configured) and every wait-for probe passing, within the birth timeout."""
+        """Step 3: every birth dep ready (in the graveyard, or by the pod's status when the
+        API is used) and every wait-for probe passing, within the birth timeout."""
         config = self.config
         births = api = probes = None
         if config.birth_deps:
@@ -92,14 +98,16 @@ class Lifecycle:
             probes = Prober(config.wait_for, config.readiness_period, self.log, self.loop,
                             lambda probe: self.log.info("probe passed", probe=probe.text))
 
-        def births_met():
-            return births is None or births.all_met or (api is not None and api.ready)
+        def waiting_for():
+            ready = births.met | api.met if api is not None else births.met
+            return [dep for dep in config.birth_deps if dep not in ready]
 
         def timed_out():
             missing = []
-            if not births_met():
-                missing.append("birth deps %s not %s after %gs" % (
-                    ",".join(config.birth_deps), config.birth_condition, config.birth_timeout))
+            if births is not None and waiting_for():
+                missing.append("birth deps not %s after %gs: %s" % (
+                    config.birth_condition, config.birth_timeout, "; ".join(
+                        "%s (%s)" % (dep, why_not(dep, births, api)) for dep in waiting_for())))
             if probes is not None and not probes.all_passed:
                 missing.append("wait-for probes not passing after %gs: %s" % (
                     config.birth_timeout, probes.failing()))
@@ -108,7 +116,7 @@ class Lifecycle:
         timer = self.loop.call_later(config.birth_timeout, timed_out)
         try:
             self.loop.run_until(lambda: self.ending is not None or (
-                births_met() and (probes is None or probes.all_passed)))
+                (births is None or not waiting_for()) and (probes is None or probes.all_passed)))
         finally:
             timer.cancel()
             for source in (births, api, probes):
@@ -119,19 +127,24 @@ class Lifecycle:
                           deps=",".join(config.birth_deps))
 
     def _watch_birth_deps(self):
-        """The graveyard always; the pod's status too when the Kubernetes API is configured.
-        Either one seeing every dep ready is enough."""
+        """The graveyard always; the pod's status too when the Kubernetes API is used."""
         from kubexit.graveyard_births import GraveyardBirths
 
         config = self.config
         self.log.info("waiting for birth deps", deps=",".join(config.birth_deps),
                       condition=config.birth_condition,
                       via="graveyard,api" if config.api_host else "graveyard")
-        births = GraveyardBirths(config, self.log, self.loop)
+        births = GraveyardBirths(config, self.log, self.loop, self._birth_dep_gone)
         births.start()
         api = PodStatus(config, self.log, self.loop, self._end_without_cmd) if (
-            config.api_host) else None
+            config.api_host and self.ending is None) else None
         return births, api
+
+    def _birth_dep_gone(self, name, sibling):
+        if name in self.config.death_deps:
+            return  # the death watch reads the same tombstone: death deps' rules decide
+        self._end_without_cmd(1, 'birth dependency "%s" died for good (%s): it will never be '
+                              'ready' % (name, sibling.describe()), failed=True)
 
     def _probe_readiness(self):
         """After Born: probe CMD until it first passes, then add Ready to the tombstone."""
@@ -156,6 +169,8 @@ class Lifecycle:
             self.log.info('death dependency "%s" died%s: stopping CMD' % (
                 name, with_exit_code(record)), signal=signal_name(self.config.stop_signal),
                 grace_period="%gs" % self.config.grace_period)
+            if self.hold_timer is not None:
+                self._stop_holding("the death deps have died")
         elif self.child.pid is None:
             self._end_without_cmd(self._death_status(name, record, None),
                                   'not started: death dependency "%s" had died%s'
@@ -165,6 +180,8 @@ class Lifecycle:
         if signum == _signal.SIGCHLD:
             self.child.reap()
         elif self.child.pid is not None:
+            if signum in TERMINATING and self._holds(signum):
+                return
             self.log.debug("forwarding signal", signal=signal_name(signum))
             self.child.forward(signum)
         elif signum in TERMINATING:
@@ -172,6 +189,39 @@ class Lifecycle:
                                   % signal_name(signum))
         else:
             self.log.debug("ignoring signal", signal=signal_name(signum))
+
+    def _holds(self, signum):
+        """KUBEXIT_SHUTDOWN_ORDER=after-death-deps: keep a terminating signal from CMD
+        while a death dep is alive, as native sidecars outlive the main containers. The
+        pod is shutting down, so from now on every death of a death dep counts; the hold
+        ends when they have died (CMD is stopped as usual), at a second terminating
+        signal, or at the shutdown timeout (the signal is forwarded)."""
+        if (self.config.shutdown_order != "after-death-deps" or self.held is not None
+                or self.killed_by is not None or not self.child.running):
+            if self.hold_timer is not None:
+                self._stop_holding("a second %s arrived" % signal_name(signum))
+            return False
+        alive = self.deaths.alive()
+        if not alive:
+            return False
+        self.held = signum
+        self.hold_timer = self.loop.call_later(self.config.shutdown_timeout, self._hold_over)
+        self.log.info("holding %s back from CMD until its death deps have died"
+                      % signal_name(signum), alive=",".join(alive),
+                      timeout="%gs" % self.config.shutdown_timeout)
+        self.deaths.count_every_death()
+        return True
+
+    def _hold_over(self):
+        self.hold_timer = None
+        self.log.info("forwarding the held %s: the shutdown timeout of %gs is over"
+                      % (signal_name(self.held), self.config.shutdown_timeout))
+        self.child.forward(self.held)
+
+    def _stop_holding(self, why):
+        self.hold_timer.cancel()
+        self.hold_timer = None
+        self.log.info("no longer holding %s back: %s" % (signal_name(self.held), why))
 
     def _end_without_cmd(self, status, reason, failed=False):
         if self.ending is None:
@@ -241,31 +291,64 @@ class Lifecycle:
 
 
 class PodStatus:
-    """BirthWatch on the event loop: `ready` once the API says every dep is; a failure
-    of the API (access refused, pod gone) ends the wait with status 1."""
+    """BirthWatch on the event loop: `met`, the deps the pod's status says are ready.
+
+    The API refusing this pod's service account (no token, 401, 403) is one warning
+    under KUBEXIT_API=auto, and the graveyard carries on alone (`refusal` says why, for
+    the timeout's message); under required it ends the wait with status 1, as does any
+    failure that waiting cannot heal (the pod gone) and a dep terminated for good.
+    """
 
     def __init__(self, config, log, loop, end_without_cmd):
         from kubexit.birth import BirthWatch
 
-        self.ready = False
+        self.met = frozenset()
+        self.refusal = None
+        self._config = config
+        self._log = log
         self._loop = loop
         self._end_without_cmd = end_without_cmd
+        self._closed = False
         self._watch = BirthWatch(config, log)
         loop.add_reader(self._watch.fileno(), self._readable)
 
     def _readable(self):
-        from kubexit.birth import BirthDepsFailed
-
-        try:
-            self.ready = self._watch.poll() or self.ready
-        except BirthDepsFailed as err:
-            self._end_without_cmd(1, str(err), failed=True)
+        watch = self._watch
+        watch.drain()
+        self.met = watch.met
+        for name, why in watch.gone.items():
+            if name in self._config.death_deps and self._config.watch_pod:
+                continue  # the death watch sees the same status: death deps' rules decide
+            self._end_without_cmd(1, 'birth dependency "%s" died for good (%s): it will never '
+                                  'be ready' % (name, why), failed=True)
+        if not watch.finished or watch.failure is None:
+            return
+        if watch.refused and self._config.api == "auto":
+            self.refusal = watch.failure
+            self._log.warn("the Kubernetes API refused access, so birth deps are followed in "
+                           "the graveyard alone (KUBEXIT_API=required makes this fatal, off "
+                           "silences it): " + watch.failure)
+            self.close()
+        else:
+            self._end_without_cmd(1, watch.failure, failed=True)
 
     def close(self):
         """Stop listening now; end the thread (a join) on the loop's next turn, once CMD
         has started."""
-        self._loop.remove_reader(self._watch.fileno())
-        self._loop.call_later(0, self._watch.close)
+        if not self._closed:
+            self._closed = True
+            self._loop.remove_reader(self._watch.fileno())
+            self._loop.call_later(0, self._watch.close)
+
+
+def why_not(dep, births, api):
+    """Why a birth dep is not ready, for the timeout's message."""
+    reasons = [births.why_not(dep)]
+    if api is not None:
+        reasons.append("the API refused, so the pod's status was not read: " + api.refusal
+                       if api.refusal else "not %s in the pod's status"
+                       % births.config.birth_condition)
+    return "; ".join(reasons)
 
 
 def with_exit_code(record):

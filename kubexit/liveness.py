@@ -6,6 +6,10 @@ exclusive flock on `<graveyard>/.<name>.lock` from before `Born` until after `Di
 a death watcher that sees a dep born but not died blocks on that lock in a thread: the
 lock coming free without `Died` in the tombstone means the dep's kubexit died with it.
 
+The holder writes its `Born` time into the lock file, and a free lock means a crash only
+for the tombstone with that `Born`: across restarts, a lock left free by an earlier run,
+or a dep now running without the lock (a Go kubexit), never reads as a crash.
+
 The lock file is a dot-file, which the Go kubexit and `--inspect` ignore, and is never
 removed: deleting a lock file that someone may be waiting on would split the lock in two.
 """
@@ -34,9 +38,11 @@ def lock_path(graveyard, name):
 
 
 def open_lock_file(path, create):
-    """A close-on-exec fd of the regular file at path (never a symlink, FIFO or device)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(path, flags | (os.O_CREAT if create else 0), 0o644)
+    """A close-on-exec fd of the regular file at path (never a symlink, FIFO or device);
+    the holder's is writable, for its `Born`."""
+    flags = os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC
+    flags |= os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
+    fd = os.open(path, flags, 0o644)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError("%s is not a regular file" % path)
@@ -55,9 +61,10 @@ class LivenessLock:
         self.log = log
         self.fd = None
 
-    def acquire(self):
-        """Waits a bounded time, never for good: while a blocking flock waited for a
-        holder that lives on, kubexit would act on no signal at all."""
+    def acquire(self, born):
+        """Take the lock and write `born` (this run's Born) into it. Waits a bounded time,
+        never for good: while a blocking flock waited for a holder that lives on, kubexit
+        would act on no signal at all."""
         try:
             fd = open_lock_file(self.path, create=True)
         except OSError as err:
@@ -65,6 +72,8 @@ class LivenessLock:
             return
         try:
             if self._lock(fd):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, born.encode(), 0)
                 self.fd = fd
                 return
             reason = "held by another process for %gs (another kubexit of the same name?)" \
@@ -102,12 +111,12 @@ class LivenessLock:
 
 class LockWait:
     """Waits in a daemon thread for a dep's lock to come free, then calls on_free(self)
-    from the event loop, through a pipe, with `record` what the tombstone said then.
+    from the event loop, through a pipe, with `last_word` what the tombstone said then.
 
     The tombstone is read while the lock is held, so a restarting dep (which takes the
     lock before writing its fresh `Born`) cannot overwrite the dead one's last record in
-    between; it just waits those microseconds. The lock is released at once. `record` is
-    None when the lock file was replaced or the tombstone is gone (look again), and
+    between; it just waits those microseconds. The lock is released at once. `last_word`
+    is None when the lock file was replaced or the tombstone is gone (look again), and
     `error` is set when the filesystem refused the lock.
     """
 
@@ -118,7 +127,7 @@ class LockWait:
         self.path = path
         self.tombstone_path = tombstone_path
         self.on_free = on_free
-        self.record = None
+        self.last_word = None
         self.error = None
         self.closed = False
         self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -134,7 +143,7 @@ class LockWait:
 
     def _wait(self, fd):
         try:
-            self.record = record_under_lock(fd, self.path, self.tombstone_path, blocking=True)
+            self.last_word = last_word(fd, self.path, self.tombstone_path, blocking=True)
         except OSError as err:
             self.error = err.strerror or str(err)
         finally:
@@ -160,15 +169,28 @@ class LockWait:
             os.close(self._read_end)
 
 
-def record_under_lock(fd, path, tombstone_path, blocking):
-    """The dep's tombstone, read holding its lock (released at once): the last word of
-    the kubexit that held it. None when the lock file was replaced or the tombstone is
-    gone; BlockingIOError when not blocking and the lock is held."""
+def last_word(fd, path, tombstone_path, blocking):
+    """(record, crashed): the dep's tombstone read holding its lock (released at once),
+    the last word of the kubexit that held it, and whether that kubexit died without
+    `Died` (the record is its own, by the `Born` in the lock). None when the lock file
+    was replaced or the tombstone is gone; BlockingIOError when not blocking and the
+    lock is held."""
     fcntl.flock(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
     try:
-        return tombstone.read(tombstone_path) if same_file(fd, path) else None
+        if not same_file(fd, path):
+            return None
+        record = tombstone.read(tombstone_path)
+        if record is None:
+            return None
+        return record, record.died is None and record.born is not None \
+            and record.born == holder_born(fd)
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def holder_born(fd):
+    """The Born its holder wrote into the lock file ("" while it writes it)."""
+    return os.pread(fd, 256, 0).decode("utf-8", "replace")
 
 
 def same_file(fd, path):

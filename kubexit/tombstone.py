@@ -8,26 +8,53 @@ import os
 import stat
 
 MAX_SIZE = 64 * 1024
+# Kubernetes' spellings, by their lower case: tombstones and the variable take any case.
+RESTART_POLICIES = {"never": "Never", "onfailure": "OnFailure", "always": "Always"}
+
+
+def death_is_final(restart_policy, exit_code, crashed=False):
+    """Whether the kubelet leaves the container dead (contract section 8): never under
+    Always; under OnFailure only after exit code 0; always under Never (or no policy,
+    the Go kubexit's assumption). A crash is a failure whatever its code."""
+    if restart_policy == "Always":
+        return False
+    if restart_policy == "OnFailure":
+        return not crashed and exit_code == 0
+    return True
 
 
 class Tombstone:
     """What one tombstone says; `born`/`ready`/`died` keep the writer's time text.
 
-    Ready (when CMD's readiness probe first passed) is kubexit's own key: the Go kubexit
-    ignores it, and a birth dep waits for it in the graveyard.
+    Ready (when CMD's readiness probe first passed), Restarts and RestartPolicy are
+    kubexit's own keys: the Go kubexit ignores them. No RestartPolicy means Never.
     """
 
-    __slots__ = ("born", "ready", "died", "exit_code")
+    __slots__ = ("born", "ready", "died", "exit_code", "restarts", "restart_policy")
 
-    def __init__(self, born=None, died=None, exit_code=None, ready=None):
+    def __init__(self, born=None, died=None, exit_code=None, ready=None, restarts=None,
+                 restart_policy=None):
         self.born = born
         self.ready = ready
         self.died = died
         self.exit_code = exit_code
+        self.restarts = restarts
+        self.restart_policy = restart_policy
 
     def __repr__(self):
-        return "Tombstone(born=%r, ready=%r, died=%r, exit_code=%r)" % (
-            self.born, self.ready, self.died, self.exit_code)
+        return "Tombstone(%s)" % ", ".join(
+            "%s=%r" % (key, getattr(self, key)) for key in self.__slots__
+            if getattr(self, key) is not None)
+
+    def __eq__(self, other):
+        return isinstance(other, Tombstone) and all(
+            getattr(self, key) == getattr(other, key) for key in self.__slots__)
+
+    @property
+    def final(self):
+        """This record's death, or its crash when `died` is None, ends the container
+        for good."""
+        return death_is_final(self.restart_policy, self.exit_code, crashed=self.died is None)
 
     def format(self):
         lines = []
@@ -37,8 +64,13 @@ class Tombstone:
             lines.append('Died: "%s"' % self.died)
         if self.exit_code is not None:
             lines.append("ExitCode: %d" % self.exit_code)
-        if self.ready is not None:  # kubexit's own key: after the Go kubexit's three
+        # kubexit's own keys, after the Go kubexit's three.
+        if self.ready is not None:
             lines.append('Ready: "%s"' % self.ready)
+        if self.restarts is not None:
+            lines.append("Restarts: %d" % self.restarts)
+        if self.restart_policy is not None:
+            lines.append('RestartPolicy: "%s"' % self.restart_policy)
         return ("\n".join(lines) + "\n").encode()
 
 
@@ -68,6 +100,8 @@ def parse(data):
         ready=present(fields.get("ready")),
         died=present(fields.get("died")),
         exit_code=to_int(fields.get("exitcode")),
+        restarts=to_int(fields.get("restarts")),
+        restart_policy=RESTART_POLICIES.get(str(fields.get("restartpolicy")).strip().lower()),
     )
 
 
@@ -119,6 +153,14 @@ def read(path):
     if len(data) > MAX_SIZE:
         return None
     return parse(data)
+
+
+def first_record(path, restart_policy):
+    """This run's record before anything happens: Restarts one more than the record
+    a previous run of the same name left (0 with none)."""
+    previous = read(path)
+    restarts = 0 if previous is None else (previous.restarts or 0) + 1
+    return Tombstone(restarts=restarts, restart_policy=restart_policy)
 
 
 def write(path, tombstone):

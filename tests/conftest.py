@@ -4,7 +4,7 @@ Every suite under tests/ can reuse them: the fixtures `pyz`, `kubexit_python`,
 `graveyard` (a Graveyard: a path with tombstone writers), `start_kubexit` (a Popen
 with line streams), `run_kubexit` and `watch_env`; and, by `from conftest import ...`,
 `wait_until`, `write_tombstone_atomic`, `write_tombstone_in_place`, `tombstone_text`,
-`signal_child_argv` and `assert_still_running`.
+`signal_child_argv`, `assert_still_running` and `assert_failed_start_record`.
 
 The interpreter that runs the zipapp is the test's own unless KUBEXIT_TEST_PYTHON
 names another one (for example a CPython 3.8), so the whole suite can be replayed on
@@ -210,6 +210,20 @@ class LineStream:
         assert not self._thread.is_alive(), "pipe still open after %.1fs" % timeout
         with self._changed:
             return "".join(self._lines)
+
+
+def assert_failed_start_record(graveyard, name, status=2, restarts=0, restart_policy="Never"):
+    """A run that ended before CMD could start left exactly its Died record, so that no
+    sibling waits for it forever; name None: nothing may be written (no valid name)."""
+    if name is None:
+        assert os.listdir(graveyard) == [], "a tombstone was written"
+        return
+    assert os.listdir(graveyard) == [name], os.listdir(graveyard)
+    record = parse_tombstone((Path(graveyard) / name).read_text())
+    assert list(record) == ["Died", "ExitCode", "Restarts", "RestartPolicy"], record
+    assert RFC3339_UTC.fullmatch(record["Died"]), record
+    assert (record["ExitCode"], record["Restarts"], record["RestartPolicy"]) == (
+        status, restarts, restart_policy), record
 
 
 def assert_still_running(proc, window=0.2):

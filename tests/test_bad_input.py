@@ -1,13 +1,21 @@
-"""Bad input (contract section 2): one clear line, exit 2, nothing started or written."""
+"""Bad input (contract section 2): one clear line, exit 2, CMD not started; only the
+Died record written, so that siblings learn of it."""
 
 import os
 import subprocess
 
 import pytest
-from conftest import clean_environment, kubexit_argv, signal_child_argv
+from conftest import (
+    assert_failed_start_record,
+    clean_environment,
+    kubexit_argv,
+    signal_child_argv,
+)
 
 
-def assert_config_error(result, variable, marker, graveyard=None):
+def assert_config_error(result, variable, marker, graveyard=None, name="app"):
+    """One line, exit 2, CMD not run; in a valid graveyard, a valid `name` left only its
+    Died record (None: no valid name, so nothing written)."""
     assert result.returncode == 2, result
     lines = result.stderr.splitlines()
     assert len(lines) == 1, "want exactly one line, got %r" % result.stderr
@@ -17,7 +25,7 @@ def assert_config_error(result, variable, marker, graveyard=None):
     assert result.stdout == ""
     assert not marker.exists(), "CMD ran despite the configuration error"
     if graveyard is not None and os.path.isdir(graveyard):
-        assert os.listdir(graveyard) == [], "a tombstone was written"
+        assert_failed_start_record(graveyard, name)
 
 
 @pytest.fixture
@@ -28,7 +36,7 @@ def marker(tmp_path):
 
 def test_missing_name(run_kubexit, graveyard, marker):
     result = run_kubexit({"KUBEXIT_GRAVEYARD": str(graveyard)}, ["touch", marker])
-    assert_config_error(result, "KUBEXIT_NAME", marker, graveyard)
+    assert_config_error(result, "KUBEXIT_NAME", marker, graveyard, name=None)
 
 
 @pytest.mark.parametrize(
@@ -39,7 +47,7 @@ def test_missing_name(run_kubexit, graveyard, marker):
 def test_bad_own_name(run_kubexit, graveyard, marker, name):
     env = {"KUBEXIT_NAME": name, "KUBEXIT_GRAVEYARD": str(graveyard)}
     result = run_kubexit(env, ["touch", marker])
-    assert_config_error(result, "KUBEXIT_NAME", marker, graveyard)
+    assert_config_error(result, "KUBEXIT_NAME", marker, graveyard, name=None)
 
 
 @pytest.mark.parametrize("deps", ["ok,../etc", "ok,a/b", "." * 2, ".x", "y" * 300])

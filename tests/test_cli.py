@@ -6,7 +6,14 @@ import re
 import subprocess
 
 import pytest
-from conftest import KUBEXIT_PYTHON, ROOT, clean_environment, signal_child_argv, tombstone_text
+from conftest import (
+    KUBEXIT_PYTHON,
+    ROOT,
+    assert_failed_start_record,
+    clean_environment,
+    signal_child_argv,
+    tombstone_text,
+)
 
 SECTION_2_VARIABLES = [
     "KUBEXIT_NAME",
@@ -48,14 +55,16 @@ def test_unknown_option_is_a_usage_error(run_kubexit, graveyard, tmp_path):
     result = run_kubexit(env, ["--no-such-option", "touch", marker])
     assert_usage_error(result)
     assert not marker.exists()
-    assert graveyard.names() == []
+    assert_failed_start_record(graveyard, "app")
 
 
 def test_missing_cmd_is_a_usage_error(run_kubexit, graveyard):
-    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard),
+           "KUBEXIT_RESTART_POLICY": "onfailure"}
     assert_usage_error(run_kubexit(env, []))
+    assert_failed_start_record(graveyard, "app", restart_policy="OnFailure")
     assert_usage_error(run_kubexit(env, ["--"]))
-    assert graveyard.names() == []
+    assert_failed_start_record(graveyard, "app", restarts=1, restart_policy="OnFailure")
 
 
 def test_arguments_after_cmd_reach_cmd_untouched(run_kubexit, graveyard):
@@ -96,7 +105,7 @@ def test_runs_from_source_checkout_as_module(graveyard):
 
 def inspect_rows(stdout):
     lines = [line.split() for line in stdout.splitlines() if line.strip()]
-    assert lines[0] == ["NAME", "STATE", "BORN", "DIED", "EXIT"], stdout
+    assert lines[0] == ["NAME", "STATE", "RESTARTS", "BORN", "DIED", "EXIT"], stdout
     return {row[0]: row for row in lines[1:]}
 
 
@@ -105,16 +114,22 @@ def populated_graveyard(graveyard):
     graveyard.write_atomic("alive", tombstone_text())
     graveyard.write_atomic("gone", tombstone_text(died=True, exit_code=3))
     graveyard.write_atomic("empty", "")
+    graveyard.write_atomic("failing", tombstone_text(died=True, exit_code=1)
+                           + 'Restarts: 4\nRestartPolicy: "OnFailure"\n')
+    graveyard.write_atomic("completed", tombstone_text(died=True, exit_code=0)
+                           + 'Restarts: 1\nRestartPolicy: "OnFailure"\n')
     graveyard.write_atomic(".alive.tmp-123", tombstone_text(died=True, exit_code=0))
     return graveyard
 
 
 def check_inspection(rows):
-    assert set(rows) == {"alive", "gone", "empty"}, rows
-    assert rows["alive"][1] == "running"
+    assert set(rows) == {"alive", "gone", "empty", "failing", "completed"}, rows
+    assert rows["alive"][1:3] == ["running", "-"]
     assert rows["empty"][1] == "running"
     assert rows["gone"][1] == "dead"
     assert rows["gone"][-1] == "3"
+    assert rows["failing"][1:3] == ["restarting", "4"] and rows["failing"][-1] == "1"
+    assert rows["completed"][1:3] == ["dead", "1"]
 
 
 def test_inspect_lists_tombstones(run_kubexit, populated_graveyard):

@@ -81,7 +81,8 @@ def test_ready_absent_in_any_spelling(run_kubexit, graveyard, watch_env, record)
     result = run_kubexit(dependent_env(graveyard, watch_env, KUBEXIT_BIRTH_TIMEOUT="300ms"),
                          ["true"])
     assert result.returncode == 1, result.stderr
-    assert "birth deps proxy not ready after 0.3s" in result.stderr
+    assert "birth deps not ready after 0.3s: proxy (born, but its tombstone has no Ready" \
+        in result.stderr
 
 
 def test_every_dep_must_be_ready(start_kubexit, graveyard, watch_env, tmp_path):
@@ -97,11 +98,13 @@ def test_every_dep_must_be_ready(start_kubexit, graveyard, watch_env, tmp_path):
     assert marker.exists()
 
 
-def test_ready_then_died_does_not_count(start_kubexit, graveyard, watch_env, tmp_path):
+@pytest.mark.parametrize("policy,code", [("Always", 0), ("OnFailure", 1)])
+def test_ready_then_died_counts_again_only_when_ready_again(start_kubexit, graveyard, watch_env,
+                                                            tmp_path, policy, code):
     marker = tmp_path / "cmd-ran"
     graveyard.write_atomic("proxy", 'Born: "2026-01-01T00:00:00.1Z"\n'
                            'Ready: "2026-01-01T00:00:00.5Z"\nDied: "2026-01-01T00:00:01Z"\n'
-                           "ExitCode: 0\n")
+                           'ExitCode: %d\nRestarts: 0\nRestartPolicy: "%s"\n' % (code, policy))
     app = start_dependent(start_kubexit, graveyard, watch_env, marker)
     assert_waiting(app, marker)
     graveyard.bear("proxy")  # restarted: a fresh record, born but not ready
@@ -109,6 +112,33 @@ def test_ready_then_died_does_not_count(start_kubexit, graveyard, watch_env, tmp
     graveyard.write_atomic("proxy", tombstone_text() + 'Ready: "2026-01-01T00:00:02Z"\n')
     assert app.wait(10) == 0
     assert marker.exists()
+
+
+@pytest.mark.parametrize("died", [
+    'Died: "2026-01-01T00:00:01Z"\nExitCode: 0\n',
+    'Died: "2026-01-01T00:00:01Z"\nExitCode: 3\nRestartPolicy: "never"\n',
+    'Died: "2026-01-01T00:00:01Z"\nExitCode: 0\nRestartPolicy: "OnFailure"\n',
+], ids=["go-format", "never", "onfailure-success"])
+@pytest.mark.parametrize("when", ["before-start", "while-waiting"])
+def test_a_final_death_ends_the_wait_at_once(start_kubexit, graveyard, watch_env, tmp_path,
+                                             died, when):
+    marker = tmp_path / "cmd-ran"
+    record = 'Born: "2026-01-01T00:00:00.1Z"\n' + died
+    if when == "before-start":
+        graveyard.write_atomic("proxy", record)
+    app = start_kubexit(dependent_env(graveyard, watch_env, KUBEXIT_BIRTH_TIMEOUT="60s"),
+                        ["touch", marker])
+    if when == "while-waiting":
+        app.err.wait_for(lambda line: "waiting for birth deps" in line, 10)
+        graveyard.bear("proxy")
+        assert_waiting(app, marker)
+        graveyard.write_atomic("proxy", record)
+    assert app.wait(10) == 1, "\n".join(app.err.lines)
+    assert not marker.exists()
+    (line,) = [line for line in app.err.lines if "exiting with status 1" in line]
+    assert 'birth dependency "proxy" died for good (with exit code' in line, line
+    assert line.endswith("it will never be ready")
+    assert graveyard.record("app")["ExitCode"] == 1
 
 
 def test_started_condition(start_kubexit, graveyard, watch_env, tmp_path):
@@ -137,9 +167,12 @@ def test_timeout_without_api(run_kubexit, graveyard, watch_env, tmp_path):
     assert result.returncode == 1, result.stderr
     assert 1.0 <= time.monotonic() - started < 4
     assert not marker.exists()
-    assert message.read_text() == "birth deps proxy not ready after 1s\n"
+    assert message.read_text() == (
+        "birth deps not ready after 1s: proxy (born, but its tombstone has no Ready: give its "
+        "kubexit a KUBEXIT_READINESS_PROBE, or set KUBEXIT_BIRTH_CONDITION=started here)\n")
     record = graveyard.record("app")
-    assert list(record) == ["Died", "ExitCode"] and record["ExitCode"] == 1
+    assert list(record) == ["Died", "ExitCode", "Restarts", "RestartPolicy"]
+    assert record["ExitCode"] == 1
     assert "KUBERNETES" not in result.stderr and "Traceback" not in result.stderr
 
 

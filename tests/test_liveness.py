@@ -384,5 +384,5 @@ def test_runs_without_lock_when_flock_is_refused(start_kubexit, graveyard):
         assert len(warnings) == 1 and "warn" in warnings[0], proc.err.lines
         assert "No locks available" in warnings[0], warnings
     # The watcher also says, once, that it watches the dep by its tombstone alone.
-    waits = [line for line in watcher.err.lines if "death dep's liveness lock" in line]
+    waits = [line for line in watcher.err.lines if "a dep's liveness lock" in line]
     assert len(waits) == 1 and "No locks available" in waits[0], watcher.err.lines

@@ -18,6 +18,7 @@ import pytest
 from conftest import (
     KUBEXIT_PYTHON,
     PYZ,
+    assert_failed_start_record,
     assert_still_running,
     clean_environment,
     signal_child_argv,
@@ -157,7 +158,7 @@ def assert_ready_after(proc, graveyard, fixed_at):
     wait_until(lambda: "Ready" in graveyard.record("proxy"), 10,
                message="no Ready: %s" % "\n".join(proc.err.lines))
     record = graveyard.record("proxy")
-    assert list(record) == ["Born", "Ready"], record
+    assert list(record) == ["Born", "Ready", "Restarts", "RestartPolicy"], record
     assert tombstone_time(record["Ready"]) >= fixed_at
     assert tombstone_time(record["Ready"]) >= tombstone_time(record["Born"])
     return record
@@ -169,7 +170,8 @@ def finish(proc, graveyard, ready):
     proc.stdin.close()
     assert proc.wait(10) == 0, "\n".join(proc.err.lines)
     record = graveyard.record("proxy")
-    assert list(record) == ["Born", "Died", "ExitCode", "Ready"], record
+    assert list(record) == ["Born", "Died", "ExitCode", "Ready", "Restarts", "RestartPolicy"], \
+        record
     assert record["Ready"] == ready["Ready"] and record["ExitCode"] == 0
     assert [line for line in proc.err.lines if "CMD is ready" in line][1:] == []
 
@@ -295,7 +297,7 @@ def test_no_probe_after_cmd_exits(start_kubexit, graveyard, http_server):
     assert proc.wait(10) == 0
     assert time.monotonic() - started < 0.9
     record = graveyard.record("proxy")
-    assert list(record) == ["Born", "Died", "ExitCode"], record
+    assert list(record) == ["Born", "Died", "ExitCode", "Restarts", "RestartPolicy"], record
 
 
 # --- wait-for probes -------------------------------------------------------------------
@@ -327,7 +329,8 @@ def test_wait_for_starts_cmd_when_every_probe_passes(start_kubexit, graveyard, h
     assert proc.wait(10) == 0, "\n".join(proc.err.lines)
     assert marker.exists()
     record = graveyard.record("app")
-    assert list(record) == ["Born", "Died", "ExitCode"] and record["ExitCode"] == 0
+    assert list(record) == ["Born", "Died", "ExitCode", "Restarts", "RestartPolicy"]
+    assert record["ExitCode"] == 0
 
 
 @pytest.mark.parametrize("kind", ["tcp", "http", "file", "exec"])
@@ -348,7 +351,8 @@ def test_wait_for_timeout(run_kubexit, graveyard, tmp_path, unused_port, http_se
     assert 1.0 <= elapsed < 4, elapsed
     assert not marker.exists()
     record = graveyard.record("app")
-    assert list(record) == ["Died", "ExitCode"] and record["ExitCode"] == 1
+    assert list(record) == ["Died", "ExitCode", "Restarts", "RestartPolicy"]
+    assert record["ExitCode"] == 1
     text = message.read_text()
     assert text.startswith("wait-for probes not passing after 1s: %s (" % probe), text
     assert "Traceback" not in result.stderr
@@ -438,7 +442,8 @@ def assert_config_error(run_kubexit, graveyard, tmp_path, variable, value, **ext
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("kubexit: "), result.stderr
     assert variable in lines[0], lines[0]
-    assert not marker.exists() and os.listdir(graveyard) == []
+    assert not marker.exists()
+    assert_failed_start_record(graveyard, "app")
 
 
 @pytest.mark.parametrize("value", [

@@ -52,12 +52,12 @@ def test_finished_tombstone_format(run_kubexit, graveyard):
     text = graveyard.read("app")
     assert text.endswith("\n")
     lines = text.splitlines()
-    assert len(lines) == 3, text
+    assert len(lines) == 5, text
     born = re.fullmatch(r'Born: "(.*)"', lines[0])
     died = re.fullmatch(r'Died: "(.*)"', lines[1])
     assert born and RFC3339_UTC.fullmatch(born.group(1)), lines[0]
     assert died and RFC3339_UTC.fullmatch(died.group(1)), lines[1]
-    assert lines[2] == "ExitCode: 3"
+    assert lines[2:] == ["ExitCode: 3", "Restarts: 0", 'RestartPolicy: "Never"']
     assert parse_utc(born.group(1)) <= parse_utc(died.group(1))
     assert go_read_tombstone(text) == {
         "born": born.group(1), "died": died.group(1), "exitcode": 3,
@@ -70,7 +70,8 @@ def test_running_tombstone_is_born_only(start_kubexit, graveyard):
     proc.out.wait_for("ready")
     text = wait_until(lambda: (graveyard / "app").exists() and graveyard.read("app"))
     lines = text.splitlines()
-    assert len(lines) == 1 and re.fullmatch(r'Born: "%s"' % RFC3339_UTC.pattern, lines[0]), text
+    assert len(lines) == 3 and re.fullmatch(r'Born: "%s"' % RFC3339_UTC.pattern, lines[0]), text
+    assert lines[1:] == ["Restarts: 0", 'RestartPolicy: "Never"'], text
     assert set(go_read_tombstone(text)) == {"born"}
     proc.stdin.close()
     assert proc.wait(10) == 0
@@ -85,11 +86,37 @@ def test_restart_writes_a_fresh_record(start_kubexit, run_kubexit, graveyard):
     proc.out.wait_for("ready")
     record = wait_until(lambda: graveyard.record("app").get("Born") != first["Born"]
                         and graveyard.record("app"))
-    assert set(record) == {"Born"}, record
+    assert set(record) == {"Born", "Restarts", "RestartPolicy"}, record
     assert parse_utc(record["Born"]) >= parse_utc(first["Died"])
     proc.stdin.close()
     assert proc.wait(10) == 0
     assert graveyard.record("app")["ExitCode"] == 0
+
+
+def test_restarts_count_up_across_restarts_and_keep_the_policy(run_kubexit, graveyard):
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard),
+           "KUBEXIT_RESTART_POLICY": "ONFAILURE"}
+    for restarts in range(6):
+        assert run_kubexit(env, ["sh", "-c", "exit 1"]).returncode == 1
+        record = graveyard.record("app")
+        assert (record["Restarts"], record["RestartPolicy"]) == (restarts, "OnFailure"), record
+
+
+def test_a_go_tombstone_counts_as_the_previous_run(run_kubexit, graveyard):
+    graveyard.write_atomic("app", 'Born: "2026-01-01T00:00:00Z"\nDied: "2026-01-01T00:00:01Z"\n'
+                                  "ExitCode: 1\n")
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard)}
+    assert run_kubexit(env, ["true"]).returncode == 0
+    assert graveyard.record("app")["Restarts"] == 1
+
+
+def test_a_bad_restart_policy_is_a_configuration_error(run_kubexit, graveyard):
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard),
+           "KUBEXIT_RESTART_POLICY": "sometimes"}
+    result = run_kubexit(env, ["true"])
+    assert result.returncode == 2
+    assert result.stderr == ("kubexit: KUBEXIT_RESTART_POLICY='sometimes' is not a restart "
+                             "policy; use the pod's restartPolicy: Never, OnFailure or Always\n")
 
 
 IN_MODIFY, IN_CLOSE_WRITE, IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE = 0x2, 0x8, 0x40, 0x80, 0x100

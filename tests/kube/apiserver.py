@@ -11,9 +11,9 @@ What it reproduces, because kubexit depends on each of them:
   BOOKMARK events only with `allowWatchBookmarks=true`, the stream ended after `timeoutSeconds`;
 - `GET /api/v1/namespaces/NS/pods/NAME`;
 - `Status` bodies for every error, bearer-token auth (scheme in any case), 401 without it;
-- a "kubelet" (`run_container`/`ready`/`terminate`, or `script()` over time) that changes
-  `containerStatuses` and `initContainerStatuses` (ready, started, state), each change a new
-  resourceVersion and a MODIFIED event;
+- a "kubelet" (`run_container`/`ready`/`terminate`/`restart`, or `script()` over time) that
+  changes `containerStatuses` and `initContainerStatuses` (ready, started, state, lastState,
+  restartCount), each change a new resourceVersion and a MODIFIED event;
 - faults injected for the next matching requests (`inject()`), and token rotation, stream
   ends, pod deletion and re-creation, history compaction;
 - what Go's net/http does underneath: TCP_NODELAY, and bodies over 2 KiB sent chunked.
@@ -182,7 +182,8 @@ class ApiServer:
 
     # -- the store ----------------------------------------------------------------------
 
-    def add_pod(self, name, containers=("app",), init_containers=(), sidecars=(), namespace=None):
+    def add_pod(self, name, containers=("app",), init_containers=(), sidecars=(), namespace=None,
+                restart_policy="Always"):
         """A new pod, all containers waiting; `sidecars` are init containers that always restart."""
         namespace = namespace or self.namespace
         init_specs = [{"name": c, "image": "example/%s" % c} for c in init_containers]
@@ -204,7 +205,7 @@ class ApiServer:
                 "initContainers": init_specs,
                 "containers": specs,
                 "serviceAccountName": self.user.rsplit(":", 1)[-1],
-                "restartPolicy": "Always",
+                "restartPolicy": restart_policy,
             },
             "status": {
                 "phase": "Pending",
@@ -280,6 +281,18 @@ class ApiServer:
             },
         )
 
+    def restart(self, pod, container, namespace=None):
+        """Kubelet: the terminated container runs again (lastState, restartCount + 1)."""
+        with self._cond:
+            obj = self._pods[(namespace or self.namespace, pod)]
+            status = next(s for s in obj["status"].get("initContainerStatuses", [])
+                          + obj["status"]["containerStatuses"] if s["name"] == container)
+            last = {"terminated": status["state"]["terminated"]}
+            count = status["restartCount"] + 1
+        return self.set_container(pod, container, namespace, started=True, ready=False,
+                                  lastState=last, restartCount=count,
+                                  state={"running": {"startedAt": now_rfc3339()}})
+
     def mark_deleting(self, pod, namespace=None):
         """What a delete does first: deletionTimestamp set, the pod still there (MODIFIED)."""
         with self._cond:
@@ -306,6 +319,7 @@ class ApiServer:
                 [c["name"] for c in spec.get("initContainers", []) if not c.get("restartPolicy")],
                 [c["name"] for c in spec.get("initContainers", []) if c.get("restartPolicy")],
                 namespace,
+                spec["restartPolicy"],
             )
 
     def bookmark(self):

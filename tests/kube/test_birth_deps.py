@@ -5,6 +5,7 @@ each injected fault healing (or failing fast where waiting cannot help), the tim
 SIGTERM and a death during the wait, RBAC, the token, a missing pod, an unknown dep.
 """
 
+import itertools
 import os
 import re
 import signal
@@ -16,6 +17,9 @@ import pytest
 
 KUBEXIT_PYTHON = os.environ.get("KUBEXIT_TEST_PYTHON") or sys.executable
 PYTHON38 = os.path.expanduser("~/.pyenv/versions/3.8.18/bin/python3")
+
+
+RUNS = itertools.count()
 
 
 class Kubexit:
@@ -35,26 +39,36 @@ class Kubexit:
         environ.update(env)
         cmd = ["sh", "-c", 'echo started > "$0"; echo cmd-ran', str(self.marker)]
         self.started_at = time.monotonic()
-        self.process = subprocess.Popen(
-            [python or KUBEXIT_PYTHON, pyz] + cmd,
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        self.stderr_path = tmp_path / ("stderr-%d" % next(RUNS))
+        with open(self.stderr_path, "wb") as stderr:
+            self.process = subprocess.Popen(
+                [python or KUBEXIT_PYTHON, pyz] + cmd,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+            )
         self.stdout = self.stderr = None
+
+    def wait_for_stderr(self, text, timeout=10):
+        """While it runs: wait until kubexit has logged a line containing `text`."""
+        deadline = time.monotonic() + timeout
+        while text not in self.stderr_path.read_text():
+            assert time.monotonic() < deadline, "no %r in %s" % (
+                text, self.stderr_path.read_text())
+            time.sleep(0.005)
 
     def finish(self, timeout=15):
         """(exit status, seconds it ran); stdout/stderr kept for assertions."""
         try:
-            out, err = self.process.communicate(timeout=timeout)
+            out, _ = self.process.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            out, err = self.process.communicate()
+            self.process.communicate()
             raise AssertionError(
-                "kubexit still running after %ss: %s" % (timeout, err.decode())
+                "kubexit still running after %ss: %s" % (timeout, self.stderr_path.read_text())
             ) from None
-        self.stdout, self.stderr = out.decode(), err.decode()
+        self.stdout, self.stderr = out.decode(), self.stderr_path.read_text()
         assert "Traceback" not in self.stderr, self.stderr
         return self.process.returncode, time.monotonic() - self.started_at
 
@@ -96,7 +110,8 @@ def assert_started_cmd(kubexit, status):
     assert status == 0, kubexit.stderr
     assert kubexit.cmd_started() and kubexit.stdout == "cmd-ran\n"
     record = kubexit.tombstone()
-    assert set(record) == {"Born", "Died", "ExitCode"} and record["ExitCode"] == "0"
+    assert set(record) == {"Born", "Died", "ExitCode", "Restarts", "RestartPolicy"}
+    assert record["ExitCode"] == "0"
 
 
 def assert_failed_without_cmd(kubexit, status, expected_status=1):
@@ -195,7 +210,8 @@ def test_timeout(run, api):
     status, elapsed = kubexit.finish()
     assert_failed_without_cmd(kubexit, status)
     assert 1 <= elapsed < 5
-    assert "birth deps proxy not ready after 1s" in kubexit.stderr
+    assert ("birth deps not ready after 1s: proxy (no tombstone in %s (its kubexit has not "
+            "started); not ready in the pod's status)" % kubexit.graveyard) in kubexit.stderr
 
 
 def test_timeout_while_the_stream_is_stalled(run, api):
@@ -243,7 +259,7 @@ def test_death_during_the_wait(run, api, tmp_path):
 def test_rbac_denied_fails_fast(run, api, verb):
     web_pod(api)
     api.denied_verbs = {verb}
-    kubexit = run()
+    kubexit = run(KUBEXIT_API="required")
     status, elapsed = kubexit.finish()
     assert_failed_without_cmd(kubexit, status)
     assert elapsed < 5
@@ -254,7 +270,7 @@ def test_rbac_denied_fails_fast(run, api, verb):
 def test_rejected_token_fails_fast(run, api):
     web_pod(api)
     api.valid_tokens = set()
-    kubexit = run()
+    kubexit = run(KUBEXIT_API="required")
     status, elapsed = kubexit.finish()
     assert_failed_without_cmd(kubexit, status)
     assert "401 Unauthorized" in kubexit.stderr and len(api.requests) == 2
@@ -263,11 +279,93 @@ def test_rejected_token_fails_fast(run, api):
 def test_no_token(run, api):
     web_pod(api)
     os.unlink(os.path.join(api.sa_dir, "token"))
-    kubexit = run()
+    kubexit = run(KUBEXIT_API="required")
     status, _ = kubexit.finish()
     assert status == 2 and not kubexit.cmd_started()
     assert "automountServiceAccountToken" in kubexit.stderr
     assert api.requests == []
+
+
+REFUSALS = {
+    "no token": (lambda api: os.unlink(os.path.join(api.sa_dir, "token")),
+                 "no service-account token at"),
+    "rejected token": (lambda api: setattr(api, "valid_tokens", set()), "401 Unauthorized"),
+    "403 on list": (lambda api: setattr(api, "denied_verbs", {"list"}), "403 Forbidden"),
+}
+
+
+def write_ready_tombstone(graveyard, name):
+    """Once kubexit has made the graveyard: `name` born and ready, as its kubexit writes it."""
+    deadline = time.monotonic() + 10
+    while not graveyard.is_dir():
+        assert time.monotonic() < deadline, "kubexit made no graveyard"
+        time.sleep(0.005)
+    temporary = graveyard / (".%s.tmp" % name)
+    temporary.write_text('Born: "2026-01-01T00:00:00.1Z"\nReady: "2026-01-01T00:00:00.2Z"\n')
+    os.rename(temporary, graveyard / name)
+
+
+@pytest.mark.parametrize("refusal", sorted(REFUSALS))
+def test_auto_goes_on_with_the_graveyard_when_the_api_refuses(run, api, refusal):
+    web_pod(api)
+    make_refuse, said = REFUSALS[refusal]
+    make_refuse(api)
+    kubexit = run(KUBEXIT_BIRTH_TIMEOUT="20s")
+    kubexit.wait_for_stderr("graveyard alone")
+    write_ready_tombstone(kubexit.graveyard, "proxy")
+    status, elapsed = kubexit.finish()
+    assert_started_cmd(kubexit, status)
+    (warning,) = [line for line in kubexit.stderr.splitlines() if " warn: " in line]
+    assert said in warning and ("graveyard alone" in warning), warning
+    assert len(api.requests) <= 2
+
+
+def test_auto_names_the_refusal_when_the_wait_times_out(run, api):
+    web_pod(api)
+    api.denied_verbs = {"list"}
+    kubexit = run(KUBEXIT_BIRTH_TIMEOUT="1s")
+    status, _ = kubexit.finish()
+    assert_failed_without_cmd(kubexit, status)
+    (line,) = kubexit.lines_with("exiting with status 1")
+    assert "proxy (no tombstone in" in line
+    assert "the API refused, so the pod's status was not read" in line and "403" in line
+
+
+def test_off_makes_no_request(run, api):
+    web_pod(api, ready_proxy=True)
+    kubexit = run(KUBEXIT_API="off", KUBEXIT_BIRTH_TIMEOUT="20s")
+    write_ready_tombstone(kubexit.graveyard, "proxy")
+    status, _ = kubexit.finish()
+    assert_started_cmd(kubexit, status)
+    assert api.requests == [] and "via=graveyard\n" in kubexit.stderr
+    assert " warn: " not in kubexit.stderr
+
+
+def test_each_dep_is_ready_by_whichever_source_says_so_first(run, api):
+    api.add_pod("web", containers=["app", "proxy", "sidecar"])
+    kubexit = run(deps="proxy,sidecar")
+    api.watching()
+    write_ready_tombstone(kubexit.graveyard, "sidecar")  # a Python sidecar with kubexit
+    api.run_container("web", "proxy")
+    api.wait_until(lambda s: len(s.events_sent) == 1)
+    assert kubexit.process.poll() is None and not kubexit.cmd_started()
+    api.ready("web", "proxy")  # a Python-less sidecar, known only to the pod's status
+    status, _ = kubexit.finish()
+    assert_started_cmd(kubexit, status)
+    assert [r.kind for r in api.requests] == ["list", "watch"]
+
+
+@pytest.mark.parametrize("policy,code", [("Never", 0), ("OnFailure", 0), ("Never", 1)])
+def test_a_dep_terminated_for_good_ends_the_wait_at_once(run, api, policy, code):
+    api.add_pod("web", containers=["app", "proxy"], restart_policy=policy)
+    kubexit = run(KUBEXIT_BIRTH_TIMEOUT="30s")
+    api.watching()
+    api.terminate("web", "proxy", exit_code=code)
+    status, elapsed = kubexit.finish()
+    assert_failed_without_cmd(kubexit, status)
+    assert elapsed < 10
+    assert kubexit.lines_with('birth dependency "proxy" died for good (its container '
+                              "terminated with exit code %d, restartPolicy %s)" % (code, policy))
 
 
 def test_pod_missing(run, api):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from kubexit import kubeapi
-from kubexit.birth import BirthDepsFailed, BirthWatch
+from kubexit.birth import BirthWatch
 
 Config = collections.namedtuple(
     "Config",
@@ -63,11 +63,9 @@ def outcome(watch, timeout=10.0):
     """'ready' or the failure message, waiting on fileno() as the event loop does."""
     deadline = time.monotonic() + timeout
     while True:
-        try:
-            if watch.poll():
-                return "ready"
-        except BirthDepsFailed as err:
-            return "failed: " + str(err)
+        watch.drain()
+        if watch.finished:
+            return "ready" if watch.failure is None else "failed: " + watch.failure
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return "pending"
@@ -449,7 +447,8 @@ def test_pipe_fds_are_close_on_exec_and_non_blocking(api, watches):
     web_pod(api)
     watch = watches(config_for(api))
     assert not os.get_inheritable(watch.fileno()) and not os.get_blocking(watch.fileno())
-    assert watch.poll() is False
+    watch.drain()
+    assert not watch.finished
 
 
 def closed_port():

@@ -16,6 +16,7 @@ from conftest import (
     KUBEXIT_PYTHON,
     PYTHON38,
     PYZ,
+    assert_failed_start_record,
     assert_still_running,
     signal_child_argv,
     tombstone_text,
@@ -74,7 +75,7 @@ def tombstone(graveyard, name="app"):
 
 
 def test_terminated_container_stops_cmd_with_its_exit_code(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     proc = supervise(KUBEXIT_DEATH_EXIT_CODE="dependency", importtime=True)
     proc.out.wait_for("ready")
     api.watching()
@@ -91,20 +92,61 @@ def test_terminated_container_stops_cmd_with_its_exit_code(supervise, api):
     assert {"ssl", "kubexit.kubeapi"} <= imported(proc)
 
 
-def test_native_sidecar_in_init_container_statuses(supervise, api):
-    api.add_pod("web", containers=["app"], sidecars=["proxy"])
+def test_native_sidecar_in_init_container_statuses_always_restarts(supervise, api):
+    api.add_pod("web", containers=["app"], sidecars=["proxy"], restart_policy="Never")
     proc = supervise(deps="proxy", KUBEXIT_DEATH_EXIT_CODE="dependency")
     proc.out.wait_for("ready")
     api.watching()
     api.ready("web", "proxy")
-    assert_still_running(proc)
     api.terminate("web", "proxy", exit_code=137)
-    assert finish(proc) == 137
-    assert lines_with(proc, 'death dependency "proxy" died with exit code 137')
+    proc.err.wait_for(lambda line: "the kubelet restarts it dep=proxy exit_code=137 "
+                      "restart_policy=Always restarts=1" in line)
+    assert_still_running(proc)
+    assert "signal 15" not in proc.out.lines
+
+
+@pytest.mark.parametrize("policy,code,final", [
+    ("Never", 1, True), ("OnFailure", 0, True), ("OnFailure", 1, False), ("Always", 0, False)])
+def test_the_pods_restart_policy_decides_which_terminations_count(supervise, api, policy, code,
+                                                                  final):
+    api.add_pod("web", containers=["app", "job"], restart_policy=policy)
+    proc = supervise(KUBEXIT_DEATH_EXIT_CODE="dependency")
+    proc.out.wait_for("ready")
+    api.watching()
+    api.run_container("web", "job")
+    api.terminate("web", "job", exit_code=code)
+    if final:
+        assert finish(proc) == code
+        assert lines_with(proc, "death dep died, says the pod's status dep=job exit_code=%d"
+                          % code)
+        return
+    proc.err.wait_for(lambda line: "the kubelet restarts it dep=job exit_code=%d "
+                      "restart_policy=%s restarts=1" % (code, policy) in line)
+    api.restart("web", "job")
+    api.terminate("web", "job", exit_code=code)
+    proc.err.wait_for(lambda line: "restart_policy=%s restarts=2" % policy in line)
+    assert_still_running(proc)
+    (supervise.graveyard / "job").write_text(tombstone_text(died=True, exit_code=0))
+    assert finish(proc) == 0
+
+
+def test_a_restart_seen_only_in_last_state_is_logged(supervise, api):
+    api.add_pod("web", containers=["app", "job"], restart_policy="OnFailure")
+    proc = supervise()
+    proc.out.wait_for("ready")
+    api.watching()
+    api.run_container("web", "job")
+    with api._cond:  # the kubelet restarted it between two status updates
+        status = api._pods[("default", "web")]["status"]["containerStatuses"][1]
+        status["state"] = {"terminated": {"exitCode": 2, "finishedAt": "2026-01-01T00:00:00Z"}}
+    api.restart("web", "job")
+    proc.err.wait_for(lambda line: "the kubelet restarts it dep=job exit_code=2 "
+                      "restart_policy=OnFailure restarts=1" in line)
+    assert_still_running(proc)
 
 
 def test_dep_terminated_before_start_keeps_cmd_from_starting(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     api.terminate("web", "job", exit_code=4)
     proc = supervise(KUBEXIT_DEATH_EXIT_CODE="dependency", KUBEXIT_BIRTH_DEPS="job",
                      KUBEXIT_BIRTH_TIMEOUT="20s")
@@ -115,7 +157,7 @@ def test_dep_terminated_before_start_keeps_cmd_from_starting(supervise, api):
 
 
 def test_dep_with_a_tombstone_is_judged_by_its_tombstone(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     (supervise.graveyard / "job").write_text(tombstone_text())
     proc = supervise(KUBEXIT_DEATH_EXIT_CODE="dependency")
     proc.out.wait_for("ready")
@@ -131,7 +173,7 @@ def test_dep_with_a_tombstone_is_judged_by_its_tombstone(supervise, api):
 
 
 def test_death_policy_all_counts_both_sources(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     proc = supervise(deps="job,db", KUBEXIT_DEATH_POLICY="all",
                      KUBEXIT_DEATH_EXIT_CODE="dependency")
     proc.out.wait_for("ready")
@@ -145,7 +187,7 @@ def test_death_policy_all_counts_both_sources(supervise, api):
 
 
 def test_off_by_default_makes_no_request_and_loads_no_network_module(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     api.terminate("web", "job", exit_code=3)
     proc = supervise(KUBEXIT_WATCH_POD=None, importtime=True)
     proc.out.wait_for("ready")
@@ -164,7 +206,8 @@ def test_on_without_the_api_is_a_configuration_error(supervise, api, missing):
     else:
         proc = supervise(api_env=False)
     assert finish(proc) == 2
-    assert proc.out.lines == [] and not (supervise.graveyard / "app").exists()
+    assert proc.out.lines == []
+    assert_failed_start_record(supervise.graveyard, "app")
     (line,) = proc.err.lines
     assert line.startswith("kubexit: KUBEXIT_WATCH_POD") and missing in line
     assert api.requests == []
@@ -179,7 +222,7 @@ def test_a_value_that_is_not_a_boolean_is_a_configuration_error(supervise, api, 
 
 
 def test_on_without_death_deps_is_a_warning_and_no_request(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     proc = supervise(deps="")
     proc.out.wait_for("ready")
     proc.stdin.close()
@@ -190,7 +233,7 @@ def test_on_without_death_deps_is_a_warning_and_no_request(supervise, api):
 
 @pytest.mark.parametrize("verb", ["list", "watch"])
 def test_forbidden_while_supervising_is_one_warning(supervise, api, verb):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     api.denied_verbs = {verb}
     proc = supervise()
     proc.out.wait_for("ready")
@@ -206,7 +249,7 @@ def test_forbidden_while_supervising_is_one_warning(supervise, api, verb):
 
 
 def test_pod_being_deleted_ends_following_with_one_warning(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     proc = supervise()
     proc.out.wait_for("ready")
     api.watching()
@@ -220,7 +263,7 @@ def test_pod_being_deleted_ends_following_with_one_warning(supervise, api):
 
 
 def test_a_stream_that_breaks_while_supervising_heals(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     api.inject("cut_mid_line", on="watch")
     proc = supervise(KUBEXIT_DEATH_EXIT_CODE="dependency")
     proc.out.wait_for("ready")
@@ -233,7 +276,7 @@ def test_a_stream_that_breaks_while_supervising_heals(supervise, api):
 
 @pytest.mark.skipif(not PYTHON38.exists(), reason="no CPython 3.8 at %s" % PYTHON38)
 def test_python38(supervise, api):
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     proc = supervise(python=str(PYTHON38), KUBEXIT_DEATH_EXIT_CODE="dependency")
     proc.out.wait_for("ready")
     api.watching()
@@ -244,7 +287,7 @@ def test_python38(supervise, api):
 def test_the_watch_is_closed_when_kubexit_ends(supervise, api):
     """Seen while kubexit still runs after Died: its quit call to an endpoint that never
     answers keeps it alive for up to 5 s."""
-    api.add_pod("web", containers=["app", "job"])
+    api.add_pod("web", containers=["app", "job"], restart_policy="Never")
     with socket.socket() as hanging:
         hanging.bind(("127.0.0.1", 0))
         hanging.listen(8)
@@ -281,7 +324,7 @@ def receive_queue(pid, server_port):
 
 def test_events_that_change_no_dep_do_not_wake_the_event_loop(supervise, api):
     """The follower thread reads every event; the main thread sleeps through them all."""
-    api.add_pod("web", containers=["app", "job", "proxy"])
+    api.add_pod("web", containers=["app", "job", "proxy"], restart_policy="Never")
     proc = supervise()
     proc.out.wait_for("ready")
     api.watching()
