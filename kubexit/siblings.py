@@ -109,10 +109,11 @@ class Siblings:
             word = liveness.last_word(fd, path, self._tombstone_path(name), blocking=False)
         except BlockingIOError:
             self.log.debug("waiting on the liveness lock", dep=name, path=path)
+            holder_born = liveness.holder_born(fd)  # before the thread owns the fd
             self.lock_waits[name] = liveness.LockWait(
                 self.loop, path, self._tombstone_path(name), fd,
                 lambda wait: self._lock_freed(name, wait))
-            if liveness.holder_born(fd) in ("", record.born):
+            if holder_born in ("", record.born):
                 self._report(name, Sibling(record))
             # else a newer run holds the lock and its Born is on its way.
             return

@@ -7,7 +7,10 @@ Usage: signal_child.py MODE [ARG...]
   wait [--on-term X]   print "ready" and wait for stdin EOF (then exit 0); print
                        "signal 10" on SIGUSR1; on SIGTERM: X=default dies, X=print
                        prints "signal 15" and keeps waiting, X=exit=N prints
-                       "signal 15" and exits N
+                       "signal 15" and exits N, X=slow-exit=S prints "signal 15" and
+                       exits 0 after S seconds, X=died?=PATH prints "signal 15 after
+                       Died" or "signal 15 before Died" (by the tombstone at PATH)
+                       and exits 0
   die-by N             kill itself with signal N (default disposition, no core dump)
   fds                  print a JSON list of its open file descriptors
   environ [ARG...]     print a JSON object: env, cwd, argv (the ARGs as received)
@@ -65,6 +68,28 @@ def wait(args):
             os._exit(code)
 
         signal.signal(signal.SIGTERM, exit_on_term)
+    elif on_term.startswith("slow-exit="):
+        delay = float(on_term[len("slow-exit="):])
+
+        def slow_exit_on_term(signum, frame):
+            say("signal %d" % signum)
+            time.sleep(delay)
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, slow_exit_on_term)
+    elif on_term.startswith("died?="):
+        path = on_term[len("died?="):]
+
+        def check_tombstone_on_term(signum, frame):
+            try:
+                with open(path) as tombstone:
+                    died = "Died" in tombstone.read()
+            except OSError:
+                died = False
+            say("signal %d %s Died" % (signum, "after" if died else "before"))
+            os._exit(0)
+
+        signal.signal(signal.SIGTERM, check_tombstone_on_term)
     say("ready")
     wait_for_stdin_eof()
 
