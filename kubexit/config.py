@@ -554,11 +554,12 @@ def combination_warnings(values):
             "KUBEXIT_RESTART_POLICY=OnFailure, and a CMD stopped by its death deps exits "
             "non-zero here (%s), so the kubelet restarts this container, which stops again at "
             "once; use KUBEXIT_DEATH_EXIT_CODE=zero" % stopped)
-    if policy == "Always" and values["death_deps"]:
+    if policy == "Always" and values["death_deps"] and values["shutdown_order"] == "together":
         found.append(
-            "KUBEXIT_RESTART_POLICY=Always with KUBEXIT_DEATH_DEPS: the kubelet restarts this "
-            "container whenever its death deps stop it; for a sidecar that must end, use "
-            "restartPolicy Never or OnFailure (a native sidecar needs no death deps)")
+            "KUBEXIT_RESTART_POLICY=Always with KUBEXIT_DEATH_DEPS: in a pod that restarts "
+            "its containers, only a Never or OnFailure dep can die for good, and a stopped "
+            "CMD is restarted at once; to outlive the deps on shutdown, set "
+            "KUBEXIT_SHUTDOWN_ORDER=after-death-deps")
     if values["shutdown_order"] == "after-death-deps" and not values["death_deps"]:
         found.append("KUBEXIT_SHUTDOWN_ORDER=after-death-deps does nothing without "
                      "KUBEXIT_DEATH_DEPS")

@@ -290,6 +290,8 @@ def test_combinations_that_cannot_end_well_are_warned_of(run_kubexit, graveyard,
      "KUBEXIT_DEATH_EXIT_CODE": "dependency"},
     {"KUBEXIT_RESTART_POLICY": "Never", "KUBEXIT_DEATH_DEPS": "main",
      "KUBEXIT_DEATH_EXIT_CODE": "child", "KUBEXIT_SHUTDOWN_ORDER": "after-death-deps"},
+    {"KUBEXIT_RESTART_POLICY": "Always", "KUBEXIT_DEATH_DEPS": "main",
+     "KUBEXIT_SHUTDOWN_ORDER": "after-death-deps"},
 ])
 def test_sound_combinations_get_no_warning(run_kubexit, graveyard, env):
     env = dict(env, KUBEXIT_NAME="sidecar", KUBEXIT_GRAVEYARD=str(graveyard))

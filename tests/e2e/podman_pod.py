@@ -111,6 +111,22 @@ class PodmanPod:
             statuses[name] = int(result.stdout.strip())
         return statuses
 
+    def wait_for_exit(self, name, code, timeout):
+        """For a container the pod restarts: (restart count) once it has exited with `code`,
+        checked every 50 ms (`podman wait` returns at the first exit)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            result = podman("inspect", "--format",
+                            "{{.State.Status}} {{.State.ExitCode}} {{.RestartCount}}",
+                            self.container(name))
+            state, exit_code, restarts = result.stdout.split()
+            if state == "exited" and int(exit_code) == code:
+                return int(restarts)
+            if time.monotonic() > deadline:
+                raise PodmanError("%s has not exited with %d after %gs (%s): %s" % (
+                    name, code, timeout, result.stdout.strip(), self.describe()))
+            time.sleep(0.05)
+
     def status(self, name):
         result = podman("inspect", "--format", "{{.State.Status}}", self.container(name))
         return result.stdout.strip()

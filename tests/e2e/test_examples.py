@@ -338,5 +338,53 @@ class CrashTest(PodTestCase):
         self.assertLess(reaction, 5e9, "server died %.3fs after the kill" % (reaction / 1e9))
 
 
+class RestartOnFailureTest(PodTestCase):
+    @needs("KUBEXIT_RESTART_POLICY")
+    def test_a_main_that_fails_once_keeps_its_sidecar_until_its_second_run_succeeds(self):
+        pod = self.run_example("restart-onfailure-job.yaml", "restart-once")
+        self.assertEqual(pod.wait_for_exit("main", 0, POD_TIMEOUT), 1, "restarted once")
+        self.assertEqual(pod.wait(["server"], POD_TIMEOUT), {"server": 0}, pod.describe())
+        self.assertEqual(pod.wait_for_exit("server", 0, 1), 0, "the server never restarted")
+        texts = [line.text for line in pod.logs("main")]
+        self.assertIn("main: first run, reached the server, failing", texts)
+        self.assertIn("main: second run, reached the server, done", texts)
+        graves = pod.tombstones()
+        main, server = graves["main"], graves["server"]
+        self.assertEqual((main["exitcode"], main["restarts"], main["restartpolicy"]),
+                         ("0", "1", "OnFailure"))
+        self.assertEqual((server["exitcode"], server["restarts"]), ("0", "0"))
+        self.assertLess(tombstone_ns(main, "born"), tombstone_ns(server, "died"))
+        server_log = kubexit_lines(pod.logs("server"), "server")
+        kept = first_index(server_log, lambda t: "the kubelet restarts it" in t,
+                           "where the server's kubexit waits out the first death")
+        stopped = first_index(server_log, lambda t: "stopping CMD" in t, "the final stop")
+        self.assertLess(kept, stopped)
+        self.assert_no_kubexit_complaints(pod, ["main", "server"])
+
+
+class ShutdownOrderTest(PodTestCase):
+    @needs("KUBEXIT_SHUTDOWN_ORDER")
+    def test_the_proxy_outlives_its_app_when_the_pod_is_deleted(self):
+        pod = self.run_example("proxy-shutdown-order.yaml", "web")
+        pod.wait_for_log("app", r"^app: proxy answered 200", POD_TIMEOUT)
+        pod.stop(["app", "proxy"], 10)   # both at once, as the kubelet deletes a pod
+        statuses = pod.wait(["app", "proxy"], 30)
+        self.assertEqual(statuses, {"app": 0, "proxy": 0}, pod.describe())
+        app_log = pod.logs("app")
+        last = app_log[first_index(app_log, lambda t: t.startswith(
+            "app: last request through the proxy answered 200"), "the app's last request")]
+        app_died = app_log[first_index(app_log, lambda t: "exiting with status 0" in t,
+                                       "the app's kubexit ending")]
+        proxy_log = pod.logs("proxy")
+        held = proxy_log[first_index(proxy_log, lambda t: "holding SIGTERM back from CMD" in t
+                                     and "alive=app" in t, "the hold")]
+        ended = proxy_log[first_index(proxy_log, lambda t: 'death dependency "app" died' in t,
+                                      "the stop after the app's death")]
+        self.assertLess(held.time_ns, last.time_ns)
+        self.assertLess(last.time_ns, ended.time_ns)
+        self.assertLessEqual(app_died.time_ns, ended.time_ns)
+        self.assert_no_kubexit_complaints(pod, ["app", "proxy"])
+
+
 if __name__ == "__main__":
     unittest.main()
