@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """`make demo`: a pod's containers as local processes, each under dist/kubexit.pyz.
 
-Scene 1, a Job with two sidecars and no Kubernetes API: a proxy with a readiness probe;
-an app that waits for the proxy through the graveyard (birth dep) and has its own
-readiness probe; the job, which waits for the app, does its work through both and exits.
-Its death stops the app and the proxy (death deps).
+Scene 1, a Job with two sidecars, restartPolicy OnFailure and no Kubernetes API: a proxy
+with a readiness probe; an app that waits for the proxy through the graveyard (birth dep)
+and has its own readiness probe; the job, which waits for the app and works through both.
+Its first run fails: the demo restarts it as the kubelet would, and the sidecars stay up,
+because that death is not final. Its second run succeeds, and only that death stops the
+app and the proxy (death deps).
 
 Scene 2, a crash: a worker's kubexit and its command are SIGKILLed together (as an OOM
 kill of a whole container does), so no Died is ever written. The sidecar watching it
@@ -50,11 +52,15 @@ while True:
 """
 
 JOB = r"""
-import socket, sys
+import os, socket, sys
+port, first_run_marker = int(sys.argv[1]), sys.argv[2]
 for word in ("hello", "from", "the", "job"):
-    with socket.create_connection(("127.0.0.1", int(sys.argv[1]))) as conn:
+    with socket.create_connection(("127.0.0.1", port)) as conn:
         conn.sendall(word.encode())
         print("job: sent %r, got %r" % (word, conn.recv(1024).decode()), flush=True)
+    if not os.path.exists(first_run_marker):
+        open(first_run_marker, "w").close()
+        sys.exit(print("job: first run, failing with exit 1", flush=True) or 1)
 print("job: done, exiting 0", flush=True)
 """
 
@@ -66,34 +72,52 @@ def free_port():
 
 
 class Pod:
-    """Containers as processes sharing one graveyard; their output as one timeline."""
+    """Containers as processes sharing one graveyard; their output as one timeline. A
+    container is restarted as the kubelet would under the pod's restartPolicy."""
 
-    def __init__(self, graveyard):
+    def __init__(self, graveyard, restart_policy="Never"):
         self.graveyard = graveyard
+        self.restart_policy = restart_policy
         self.start = time.monotonic()
         self.processes = {}
+        self.statuses = {}
         self.lines = []
         self.lock = threading.Lock()
         self.threads = []
 
     def run(self, name, argv, **env):
         environ = dict(os.environ, KUBEXIT_NAME=name, KUBEXIT_GRAVEYARD=self.graveyard,
-                       KUBEXIT_GRACE_PERIOD="5s", **env)
-        process = subprocess.Popen([sys.executable, PYZ] + argv, env=environ,
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                   text=True, start_new_session=True)
-        self.processes[name] = process
-        thread = threading.Thread(target=self._follow, args=(name, process))
+                       KUBEXIT_GRACE_PERIOD="5s", KUBEXIT_RESTART_POLICY=self.restart_policy,
+                       **env)
+        process = self._spawn(name, argv, environ)
+        thread = threading.Thread(target=self._follow, args=(name, argv, environ, process))
         thread.start()
         self.threads.append(thread)
         return process
 
-    def _follow(self, name, process):
-        for raw in process.stdout:
-            with self.lock:
-                self.lines.append((name, raw.rstrip("\n")))
-                print("%8.1f ms  %-8s %s" % ((time.monotonic() - self.start) * 1000, name,
-                                             raw.rstrip("\n")), flush=True)
+    def _spawn(self, name, argv, environ):
+        process = subprocess.Popen([sys.executable, PYZ] + argv, env=environ,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def _follow(self, name, argv, environ, process):
+        while True:
+            for raw in process.stdout:
+                self._say(name, raw.rstrip("\n"))
+            status = self.statuses[name] = process.wait()
+            if self.restart_policy != "OnFailure" or status == 0:
+                return
+            self._say("kubelet", "%s exited with %d: restarting it (restartPolicy OnFailure)"
+                      % (name, status))
+            process = self._spawn(name, argv, environ)
+
+    def _say(self, name, line):
+        with self.lock:
+            self.lines.append((name, line))
+            print("%8.1f ms  %-8s %s" % ((time.monotonic() - self.start) * 1000, name, line),
+                  flush=True)
 
     def wait_for_line(self, name, text, timeout=10):
         deadline = time.monotonic() + timeout
@@ -105,8 +129,12 @@ class Pod:
         return False
 
     def finish(self, timeout=30):
+        """Each container's last exit status, once none will be restarted."""
+        deadline = time.monotonic() + timeout
         try:
-            return {name: p.wait(timeout=timeout) for name, p in self.processes.items()}
+            for thread in self.threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+            return dict(self.statuses)
         finally:
             for process in self.processes.values():
                 if process.poll() is None:
@@ -125,9 +153,10 @@ def show_graveyard(graveyard):
 
 
 def job_with_sidecars(graveyard):
-    print("== scene 1: a Job, its proxy and its app; no Kubernetes API ==\n")
+    print("== scene 1: a Job, its proxy and its app; restartPolicy OnFailure; no Kubernetes "
+          "API ==\n")
     proxy_port, app_port = free_port(), free_port()
-    pod = Pod(graveyard)
+    pod = Pod(graveyard, restart_policy="OnFailure")
     fast = {"KUBEXIT_READINESS_PERIOD": "50ms"}
     pod.run("proxy", [sys.executable, "-c", PROXY, str(proxy_port)],
             KUBEXIT_DEATH_DEPS="job",
@@ -135,14 +164,20 @@ def job_with_sidecars(graveyard):
     pod.run("app", [sys.executable, "-c", APP, str(proxy_port), str(app_port)],
             KUBEXIT_DEATH_DEPS="job", KUBEXIT_BIRTH_DEPS="proxy",
             KUBEXIT_READINESS_PROBE="tcp://127.0.0.1:%d" % app_port, **fast)
-    pod.run("job", [sys.executable, "-c", JOB, str(app_port)], KUBEXIT_BIRTH_DEPS="app")
+    marker = os.path.join(os.path.dirname(graveyard), "job-failed-once")
+    pod.run("job", [sys.executable, "-c", JOB, str(app_port), marker],
+            KUBEXIT_BIRTH_DEPS="app")
     statuses = pod.finish()
     show_graveyard(graveyard)
-    with open(os.path.join(graveyard, "app")) as file:
-        print("\n%s/app:\n%s" % (graveyard, file.read().rstrip()))
+    with open(os.path.join(graveyard, "job")) as file:
+        print("\n%s/job:\n%s" % (graveyard, file.read().rstrip()))
+    with pod.lock:
+        order = [(n, line) for n, line in pod.lines if "SIGTERM, bye" in line
+                 or line.startswith(("job: first run", "job: done"))]
     return (statuses == {"proxy": 0, "app": 0, "job": 0}
             and pod.said("job", "got '[HELLO]'")
-            and pod.said("proxy", "SIGTERM") and pod.said("app", "SIGTERM"))
+            and [n for n, _ in order] in (["job", "job", "proxy", "app"],
+                                          ["job", "job", "app", "proxy"]))
 
 
 def crash(graveyard):
@@ -175,8 +210,9 @@ def main():
     with tempfile.TemporaryDirectory(prefix="kubexit-demo-") as tmp:
         first = job_with_sidecars(os.path.join(tmp, "graveyard"))
         second = crash(os.path.join(tmp, "graveyard-2"))
-    print("\nscene 1: %s" % ("OK: the proxy, then the app, then the job; the job's end "
-                             "stopped both" if first else "FAILED"))
+    print("\nscene 1: %s" % ("OK: the proxy, then the app, then the job; the job's failed "
+                             "first run left both up, its successful second run stopped "
+                             "both" if first else "FAILED"))
     print("scene 2: %s" % ("OK: the crash was seen through the liveness lock" if second
                            else "FAILED"))
     return 0 if first and second else 1

@@ -13,4 +13,6 @@ def test_demo_runs_both_scenes(pyz):
     assert "scene 1: OK" in result.stdout and "scene 2: OK" in result.stdout
     rows = [line.split() for line in result.stdout.splitlines()]
     assert ["worker", "killed"] in [row[:2] for row in rows], result.stdout
+    assert ["job", "dead", "1"] in [row[:3] for row in rows], result.stdout  # one restart
+    assert "job exited with 1: restarting it (restartPolicy OnFailure)" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr
