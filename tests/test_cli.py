@@ -42,6 +42,20 @@ def test_help_lists_every_variable(run_kubexit):
         assert variable in result.stdout, variable
 
 
+def test_the_readme_documents_every_variable_help_lists(run_kubexit):
+    """The README's configuration table is the reference: every variable --help lists is a
+    row there, and every fork alias is named in the migration section."""
+    help_text = run_kubexit({}, ["--help"]).stdout
+    own, _, aliases = help_text.partition("the variables of kubexit forks")
+    readme = (ROOT / "README.md").read_text()
+    table = set(re.findall(r"^\| `(KUBEXIT_[A-Z_]+)` \|", readme, re.M))
+    own_variables = set(re.findall(r"^  (KUBEXIT_[A-Z_]+)", own, re.M))
+    assert len(own_variables) >= 25, help_text
+    assert own_variables - table == set()
+    for alias in re.findall(r"^  (KUBEXIT_[A-Z_]+)", aliases, re.M):
+        assert "`%s`" % alias in readme, alias
+
+
 def test_version_prints_a_version(run_kubexit):
     result = run_kubexit({}, ["--version"])
     assert result.returncode == 0, result
