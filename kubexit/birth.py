@@ -8,18 +8,20 @@ KUBEXIT_BIRTH_CONDITION=started); one terminated for good (by its restartPolicy)
 will, and ends the wait.
 """
 
+from kubexit import kubeapi
 from kubexit import pod as pods
-from kubexit.kubeapi import ApiFailure, PodFollower
 from kubexit.tombstone import death_is_final
 
 
-class BirthWatch(PodFollower):
+class BirthWatch(kubeapi.PodFollower):
     """Follows the pod in a daemon thread, publishing `met` (the deps ready now) and
     `gone` (dep -> why it will never be) and waking the loop when either changes; it ends
     (`finished`, no `failure`) once every dep is ready."""
 
     def __init__(self, config, log):
-        super().__init__(config, log, self._judge, "kubexit-birth-deps")
+        # A birth timeout is short: a silent watch is replaced long before 5 minutes.
+        super().__init__(config, log, self._judge, "kubexit-birth-deps",
+                         silence=kubeapi.BIRTH_WATCH_SILENCE)
         self.met = frozenset()
         self.gone = {}
         self._names_checked = False
@@ -32,7 +34,7 @@ class BirthWatch(PodFollower):
             names = pods.container_names(pod)
             unknown = [dep for dep in config.birth_deps if dep not in names]
             if unknown:
-                raise ApiFailure(
+                raise kubeapi.ApiFailure(
                     "KUBEXIT_BIRTH_DEPS names %s, which %s no container of pod %s/%s "
                     "(its containers: %s); fix KUBEXIT_BIRTH_DEPS"
                     % (", ".join(unknown), "is" if len(unknown) == 1 else "are",

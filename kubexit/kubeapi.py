@@ -28,6 +28,10 @@ TOKEN_MAX_AGE = 60.0
 WATCH_TIMEOUT_SECONDS = 300
 # A stream silent this much longer than its timeoutSeconds is stalled (a dead proxy or peer).
 STALL_GRACE_SECONDS = 30
+# While a birth wait depends on the watch, silence this long means: read the pod again.
+BIRTH_WATCH_SILENCE = 30.0
+# TCP keepalive: a dead peer of a long, idle watch is noticed within 30 + 3 * 10 seconds.
+KEEPALIVE = (30, 10, 3)
 CONNECT_TIMEOUT = 10.0
 LIST_READ_TIMEOUT = 30.0
 BACKOFF_FIRST = 0.1
@@ -54,6 +58,10 @@ class Stopped(Exception):
 
 class Transient(Exception):
     """A failure that waiting may heal: a connection error or a broken stream."""
+
+
+class Stalled(Transient):
+    """The watch stream said nothing for too long: read the pod again."""
 
 
 class StatusError(Exception):
@@ -176,6 +184,9 @@ class InClusterClient:
         with self._lock:
             self._sock = sock
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for option, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
         tls = context.wrap_socket(sock, server_hostname=self.host)
         with self._lock:
             self._sock = tls
@@ -200,8 +211,9 @@ class InClusterClient:
         finally:
             self.drop()
 
-    def watch_pod(self, namespace, name, resource_version, timeout_seconds):
-        """Yield (type, object) for each watch event until the server ends the stream."""
+    def watch_pod(self, namespace, name, resource_version, timeout_seconds, silence=None):
+        """Yield (type, object) for each watch event until the server ends the stream;
+        Stalled after `silence` seconds without a byte (default: timeoutSeconds + 30)."""
         query = [
             ("fieldSelector", "metadata.name=" + name),
             ("watch", "1"),
@@ -209,7 +221,7 @@ class InClusterClient:
             ("allowWatchBookmarks", "true"),
             ("timeoutSeconds", str(timeout_seconds)),
         ]
-        silence = timeout_seconds + STALL_GRACE_SECONDS
+        silence = silence or timeout_seconds + STALL_GRACE_SECONDS
         response = self.get(pods_path(namespace), query, silence)
         try:
             for line in response.lines():
@@ -217,7 +229,7 @@ class InClusterClient:
                     event = json.loads(line)
                     yield event["type"], event["object"]
         except socket.timeout:
-            raise Transient("the watch stream stalled (nothing for %ds)" % silence) from None
+            raise Stalled("the watch stream stalled (nothing for %gs)" % silence) from None
         except (OSError, Transient) as err:
             if self.stopping.is_set():
                 raise Stopped() from None
@@ -264,7 +276,8 @@ class PodFollower:
     access), never while nothing changes.
     """
 
-    def __init__(self, config, log, on_change, thread_name, purpose="waiting for birth deps"):
+    def __init__(self, config, log, on_change, thread_name, purpose="waiting for birth deps",
+                 silence=None):
         self.finished = False
         self.failure = None
         self.refused = False
@@ -272,6 +285,7 @@ class PodFollower:
         self._log = log
         self._on_change = on_change
         self._purpose = purpose
+        self._silence = silence
         self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self._lock = threading.Lock()
         self._closed = False
@@ -323,7 +337,7 @@ class PodFollower:
         config = self._config
         try:
             follow_pod(self._client, config.namespace, config.pod_name, self._on_change, self._log,
-                       self._purpose)
+                       self._purpose, self._silence)
         except Stopped:
             return
         except ApiFailure as err:
@@ -427,11 +441,13 @@ class Backoff:
         return delay * (0.5 + random.random() / 2)
 
 
-def follow_pod(client, namespace, name, on_change, log, purpose="waiting for birth deps"):
+def follow_pod(client, namespace, name, on_change, log, purpose="waiting for birth deps",
+               silence=None):
     """List then watch the pod, calling on_change(pod) with each new state until it returns True.
 
     Raises ApiFailure when waiting cannot help, Stopped when the client is aborted; `purpose`
-    says what kubexit was doing when the pod went away.
+    says what kubexit was doing when the pod went away. A watch silent for `silence` seconds
+    (default: its timeoutSeconds + 30) is dropped, and the pod listed again.
     """
     where = "%s/%s" % (namespace, name)
     backoff = Backoff()
@@ -456,7 +472,7 @@ def follow_pod(client, namespace, name, on_change, log, purpose="waiting for bir
             started = time.monotonic()
             progressed = False
             for kind, obj in client.watch_pod(
-                namespace, name, resource_version, WATCH_TIMEOUT_SECONDS
+                namespace, name, resource_version, WATCH_TIMEOUT_SECONDS, silence
             ):
                 progressed = True
                 if kind == "ERROR":
@@ -502,6 +518,8 @@ def follow_pod(client, namespace, name, on_change, log, purpose="waiting for bir
         except Transient as err:
             if client.stopping.is_set():
                 raise Stopped() from None
+            if isinstance(err, Stalled):
+                resource_version = None  # what changed meanwhile comes with the list
             delay = backoff.next()
             log.warn("%s; retrying" % err, delay="%.2fs" % delay)
         except (KeyError, TypeError, AttributeError) as err:

@@ -368,6 +368,64 @@ def test_a_dep_terminated_for_good_ends_the_wait_at_once(run, api, policy, code)
                               "terminated with exit code %d, restartPolicy %s)" % (code, policy))
 
 
+class SilentListener:
+    """An API address that never gets as far as HTTP: `backlog-full` lets no connect
+    complete (its accept queue is full, so SYNs are dropped); `no-handshake` accepts TCP
+    and never answers the TLS ClientHello."""
+
+    def __init__(self, kind):
+        import socket
+
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(0)
+        self.port = self.server.getsockname()[1]
+        self.fillers = []
+        if kind == "backlog-full":
+            while True:  # bounded by the kernel: a few connects fill a backlog of 0
+                filler = socket.socket()
+                filler.setblocking(False)
+                self.fillers.append(filler)
+                if filler.connect_ex(("127.0.0.1", self.port)) != 0 or len(self.fillers) > 8:
+                    break
+
+    def close(self):
+        for sock in self.fillers + [self.server]:
+            sock.close()
+
+
+@pytest.fixture(params=["backlog-full", "no-handshake"])
+def silent_api(request):
+    listener = SilentListener(request.param)
+    yield listener
+    listener.close()
+
+
+@pytest.mark.parametrize("ending", ["SIGTERM", "death dep"])
+def test_a_silent_api_address_never_delays_a_signal_or_a_death(run, api, silent_api, ending):
+    web_pod(api)
+    kubexit = run(KUBERNETES_SERVICE_PORT=str(silent_api.port), KUBEXIT_DEATH_DEPS="db",
+                  KUBEXIT_BIRTH_TIMEOUT="60s")
+    kubexit.wait_for_stderr("waiting for birth deps")
+    sent = time.monotonic()
+    if ending == "SIGTERM":
+        kubexit.process.send_signal(signal.SIGTERM)
+    else:
+        write_died_tombstone(kubexit.graveyard, "db")
+    status, _ = kubexit.finish()
+    assert time.monotonic() - sent < 1.0
+    expected = 128 + signal.SIGTERM if ending == "SIGTERM" else 0
+    assert_failed_without_cmd(kubexit, status, expected)
+    assert "cannot reach" not in kubexit.stderr  # still in connect or handshake, not refused
+
+
+def write_died_tombstone(graveyard, name):
+    temporary = graveyard / (".%s.tmp" % name)
+    temporary.write_text('Born: "2026-01-01T00:00:00.1Z"\nDied: "2026-01-01T00:00:01Z"\n'
+                         "ExitCode: 0\n")
+    os.rename(temporary, graveyard / name)
+
+
 def test_pod_missing(run, api):
     web_pod(api)
     kubexit = run(pod="not-this-pod")

@@ -260,9 +260,10 @@ def test_events_split_across_chunks(api, watches):
     assert outcome(watch) == "ready"
 
 
-def test_stalled_stream_is_abandoned_and_resumed(api, watches, monkeypatch):
-    monkeypatch.setattr(kubeapi, "STALL_GRACE_SECONDS", 1)
-    monkeypatch.setattr(kubeapi, "WATCH_TIMEOUT_SECONDS", 1)
+def test_a_silent_birth_watch_is_replaced_by_a_fresh_list(api, watches, monkeypatch):
+    """No byte for BIRTH_WATCH_SILENCE (30 s; 1 s here): the pod is read again, and a
+    readiness change made during the silence is seen."""
+    monkeypatch.setattr(kubeapi, "BIRTH_WATCH_SILENCE", 1.0)
     web_pod(api)
     api.inject("stall", on="watch")
     log = RecordingLog()
@@ -271,8 +272,31 @@ def test_stalled_stream_is_abandoned_and_resumed(api, watches, monkeypatch):
     api.ready("web", "proxy")
     assert outcome(watch, 0.5) == "pending"
     assert outcome(watch, 5) == "ready"
-    assert len(api.requests_of("watch")) == 2
-    assert any("stalled" in msg for _, msg, _ in log.lines)
+    assert [r.kind for r in api.requests] == ["list", "watch", "list"]
+    assert any("stalled (nothing for 1s)" in msg for _, msg, _ in log.lines)
+
+
+def test_long_watches_keep_their_silence_bound_and_tcp_keepalive(api, monkeypatch):
+    """KUBEXIT_WATCH_POD's watch: silence allowed up to timeoutSeconds + 30 (one request per
+    5 minutes on a healthy idle watch), and keepalive finds a dead peer within 60 s."""
+    import socket
+
+    web_pod(api)
+    follower = kubeapi.PodFollower(config_for(api), RecordingLog(), lambda pod: False, "test",
+                                   "watching death deps")
+    follower.start()
+    try:
+        api.watching()
+        sock = follower._client._sock
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        idle, interval, count = (sock.getsockopt(socket.IPPROTO_TCP, option) for option in (
+            socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT))
+        assert idle + interval * count <= 60
+        assert sock.gettimeout() == kubeapi.WATCH_TIMEOUT_SECONDS + kubeapi.STALL_GRACE_SECONDS
+        (watch,) = api.requests_of("watch")
+        assert watch.query["timeoutSeconds"] == ["300"]
+    finally:
+        follower.close()
 
 
 def test_rotated_token_is_reread_after_401(api, watches):
