@@ -42,12 +42,12 @@ VARIABLES = {
     "tombstone's Ready, or by the pod's status when the Kubernetes API is configured",
     "KUBEXIT_BIRTH_TIMEOUT": "how long to wait for birth deps and wait-for probes (default 30s)",
     "KUBEXIT_BIRTH_CONDITION": "what birth deps must be: ready (default) or started",
-    "KUBEXIT_READINESS_PROBE": "probe of CMD once started (tcp://HOST:PORT, http://HOST:PORT/PATH, "
-    "file:PATH or exec:COMMAND); when it first passes, Ready goes into the tombstone",
+    "KUBEXIT_READINESS_PROBE": "probe of CMD once started (tcp://HOST:PORT, http(s)://HOST:PORT/"
+    "PATH, file:PATH or exec:COMMAND); when it first passes, Ready goes into the tombstone",
     "KUBEXIT_READINESS_PERIOD": "time between probe attempts (default 1s; each attempt times "
     "out after 1s)",
     "KUBEXIT_WAIT_FOR": "comma-separated probes that must all pass before CMD starts",
-    "KUBEXIT_QUIT_URLS": "comma-separated http:// URLs POSTed to after CMD has exited and Died "
+    "KUBEXIT_QUIT_URLS": "comma-separated http(s):// URLs POSTed to after CMD has exited and Died "
     "is written (at most 5s in all)",
     "KUBEXIT_API": "auto (default): use the Kubernetes API when it answers, else the graveyard "
     "alone; required: fail when it refuses; off: never touch it",
@@ -73,7 +73,8 @@ ALIASES = {
 }
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 PROBE_SHELL = "/bin/sh"
-PROBE_SYNTAX = "tcp://HOST:PORT, http://HOST:PORT/PATH, file:PATH or exec:COMMAND"
+PROBE_SYNTAX = ("tcp://HOST:PORT, http://HOST:PORT/PATH, https://HOST:PORT/PATH, file:PATH or "
+                "exec:COMMAND")
 
 
 class ConfigError(Exception):
@@ -105,12 +106,14 @@ class Config:
 
 
 class Probe:
-    """A parsed probe or quit URL: `kind` is tcp, http, file or exec; `text` is as written."""
+    """A parsed probe or quit URL: `kind` is tcp, http, file or exec; `text` is as written;
+    `tls` for https://."""
 
-    __slots__ = ("kind", "text", "host", "port", "path", "command")
+    __slots__ = ("kind", "text", "host", "port", "path", "command", "tls")
 
-    def __init__(self, kind, text, host=None, port=None, path=None, command=None):
+    def __init__(self, kind, text, host=None, port=None, path=None, command=None, tls=False):
         self.kind = kind
+        self.tls = tls
         self.text = text
         self.host = host
         self.port = port
@@ -254,11 +257,12 @@ def parse_address(variable, text, authority, default_port=None):
 
 
 def parse_http_url(variable, text):
-    """http://HOST[:PORT][/PATH]; the port defaults to 80, the path to /."""
-    if text[:7].lower() != "http://":
-        raise ConfigError("%s: %r is not an http:// URL (https is not supported: these are "
-                          "calls to sidecars on the pod's loopback)" % (variable, text))
-    authority, slash, path = text[7:].partition("/")
+    """http(s)://HOST[:PORT][/PATH]; the port defaults to 80 (443), the path to /."""
+    scheme, separator, rest = text.partition("://")
+    if not separator or scheme.lower() not in ("http", "https"):
+        raise ConfigError("%s: %r is not an http:// or https:// URL" % (variable, text))
+    tls = scheme.lower() == "https"
+    authority, slash, path = rest.partition("/")
     path = (slash + path).partition("#")[0] or "/"
     if "@" in authority:
         raise ConfigError("%s: %r carries credentials, which are not supported; remove "
@@ -266,8 +270,8 @@ def parse_http_url(variable, text):
     if any(c.isspace() or not c.isprintable() for c in path):
         raise ConfigError("%s: %r has spaces or control characters in its path; "
                           "percent-encode them" % (variable, text))
-    host, port = parse_address(variable, text, authority, 80)
-    return Probe("http", text, host, port, path)
+    host, port = parse_address(variable, text, authority, 443 if tls else 80)
+    return Probe("http", text, host, port, path, tls=tls)
 
 
 def parse_probe(variable, text):

@@ -3,7 +3,8 @@
 Attempts block (a connect, a request, a child process), so each probe runs in a daemon
 thread that reports through a pipe the event loop waits on: signals, deaths and the
 birth timeout keep working while a probe hangs. socket, http.client and select are
-imported by the attempts themselves, so a kubexit without probes never loads them.
+imported by the attempts themselves, so a kubexit without probes never loads them (nor ssl,
+which http.client brings in).
 
 exec:COMMAND runs `/bin/sh -c COMMAND` below a relay shell that writes COMMAND's exit
 status to a pipe. kubexit reaps every child with waitpid(-1) (it is PID 1 or a
@@ -44,7 +45,11 @@ def http_status(method, target, timeout):
     import http.client
     import socket
 
-    connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
+    if target.tls:
+        connection = http.client.HTTPSConnection(target.host, target.port, timeout=timeout,
+                                                 context=unverified_tls())
+    else:
+        connection = http.client.HTTPConnection(target.host, target.port, timeout=timeout)
     try:
         connection.request(method, target.path, body=b"" if method == "POST" else None,
                            headers={"User-Agent": "kubexit"})
@@ -56,6 +61,17 @@ def http_status(method, target, timeout):
     finally:
         connection.close()
     return status, "HTTP %d" % status
+
+
+def unverified_tls():
+    """As the kubelet's HTTPS probes: encrypted, the certificate not verified (a sidecar's
+    health port has a self-signed or mesh certificate, never one for 127.0.0.1)."""
+    import ssl
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 def attempt_http(probe, timeout, prober):

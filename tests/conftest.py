@@ -385,6 +385,14 @@ def run_kubexit(pyz):
     return run
 
 
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory):
+    """A throw-away CA and a server certificate for 127.0.0.1 (tests/kube/certs.py)."""
+    from kube.certs import make_certs
+
+    return make_certs(str(tmp_path_factory.mktemp("certs")))
+
+
 @pytest.fixture(params=["inotify", "poll"])
 def watch_env(request):
     """Environment that selects each watch mode in turn (poll at 50 ms)."""

@@ -8,6 +8,7 @@ tombstone, or CMD's start, must come after the fix. Servers listen on 127.0.0.1 
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -34,8 +35,9 @@ class LocalHttp:
     or "hang" (no answer until released). Every request is recorded with what `observe`
     returned at the moment it arrived."""
 
-    def __init__(self, observe=None):
+    def __init__(self, observe=None, certs=None):
         self.answers = {}
+        self.scheme = "https" if certs else "http"
         self.requests = []
         self.observe = observe or (lambda: None)
         self.release = threading.Event()
@@ -68,13 +70,17 @@ class LocalHttp:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
+        if certs is not None:  # self-signed as far as kubexit knows: it has no CA to check
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(certs.server_crt, certs.server_key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,),
                                        daemon=True)
         self.thread.start()
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port, path)
+        return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
 
     def requests_to(self, path):
         with self.changed:
@@ -89,6 +95,13 @@ class LocalHttp:
 @pytest.fixture
 def http_server():
     server = LocalHttp()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def https_server(certs):
+    server = LocalHttp(certs=certs)
     yield server
     server.stop()
 
@@ -207,8 +220,17 @@ def test_tcp_probe_timing_out(start_kubexit, graveyard):
             sock.close()
 
 
+@pytest.fixture(params=["http", "https"])
+def web_server(request, certs):
+    """Each scheme in turn; the https one has a certificate kubexit cannot verify."""
+    server = LocalHttp(certs=certs if request.param == "https" else None)
+    yield server
+    server.stop()
+
+
 @pytest.mark.parametrize("passing", [200, 204, 302, 399])
-def test_http_readiness(start_kubexit, graveyard, http_server, passing):
+def test_http_readiness(start_kubexit, graveyard, web_server, passing):
+    http_server = web_server
     http_server.answers["/healthz"] = 503
     proc = start_probed(start_kubexit, graveyard, http_server.url("/healthz"))
     wait_for_failure(proc, "HTTP 503")
@@ -404,7 +426,7 @@ BAD_PROBES = [
     "tcp://127.0.0.1:65536", "tcp://127.0.0.1:http", "tcp://127.0.0.1:80/path",
     "tcp://::1:80", "tcp://[::1:80", "tcp://[::1]x80", "tcp://bad host:80",
     "http://", "http://:80/", "http://127.0.0.1:99999/", "http://user@127.0.0.1:80/",
-    "http://127.0.0.1:80/a b", "https://127.0.0.1/", "ftp://127.0.0.1/", "file:", "file://",
+    "http://127.0.0.1:80/a b", "https://", "ftp://127.0.0.1/", "file:", "file://",
     "exec:", "exec:   ", "udp://127.0.0.1:53",
 ]
 
@@ -415,7 +437,7 @@ def test_malformed_probe(run_kubexit, graveyard, tmp_path, variable, value):
     assert_config_error(run_kubexit, graveyard, tmp_path, variable, value)
 
 
-@pytest.mark.parametrize("value", ["tcp://127.0.0.1:80", "https://127.0.0.1/quit",
+@pytest.mark.parametrize("value", ["tcp://127.0.0.1:80", "ftp://127.0.0.1/quit",
                                    "http://127.0.0.1:0/quit", "127.0.0.1:15020/quitquitquit",
                                    "http://127.0.0.1:80/quit, file:/x"])
 def test_malformed_quit_url(run_kubexit, graveyard, tmp_path, value):
@@ -449,7 +471,8 @@ def assert_config_error(run_kubexit, graveyard, tmp_path, variable, value, **ext
 @pytest.mark.parametrize("value", [
     "tcp://localhost:5432", "tcp://[::1]:5432", "TCP://127.0.0.1:1", "http://127.0.0.1",
     "http://[::1]:8080/healthz?full=1", "file:relative/path", "file:///var/run/ready",
-    "exec:pg_isready -h 127.0.0.1 && echo ok",
+    "exec:pg_isready -h 127.0.0.1 && echo ok", "https://127.0.0.1:15021/healthz/ready",
+    "HTTPS://[::1]/ready",
 ])
 def test_wellformed_probes_are_accepted(run_kubexit, graveyard, value):
     result = run_kubexit({"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard),

@@ -45,6 +45,18 @@ def test_called_once_after_died(run_kubexit, graveyard, quit_server):
     assert result.stderr.count("called quit URL") == 2
 
 
+def test_https_quit_url_with_a_certificate_kubexit_cannot_verify(run_kubexit, graveyard, certs):
+    server = LocalHttp(observe=lambda: graveyard.is_dead("app"), certs=certs)
+    try:
+        server.answers["/quitquitquit"] = 200
+        result = run_kubexit(quit_env(graveyard, server.url("/quitquitquit")), ["true"])
+        assert result.returncode == 0, result.stderr
+        assert server.requests == [("POST", "/quitquitquit", True)]
+        assert "called quit URL" in result.stderr
+    finally:
+        server.stop()
+
+
 def test_retried_once_on_failure(run_kubexit, graveyard, quit_server):
     quit_server.answers["/quitquitquit"] = 500
     result = run_kubexit(quit_env(graveyard, quit_server.url("/quitquitquit")), ["true"])
