@@ -17,6 +17,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -246,15 +247,30 @@ def assert_still_running(proc, window=0.2):
     assert "signal 15" not in proc.out.lines, "CMD was sent SIGTERM"
 
 
+def pod_without_api_access():
+    """What the kubelet sets in every container, RBAC or not: the API's address (here a
+    loopback port nobody listens on) and no mounted token."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBEXIT_SERVICE_ACCOUNT_DIR": "/nonexistent/serviceaccount"}
+
+
+POD_ENVIRONMENT = pod_without_api_access()
+
+
 def clean_environment(extra=None):
-    """The test's environment without any KUBEXIT_*/KUBERNETES_* variable, plus `extra`."""
+    """The test's environment without any KUBEXIT_*/KUBERNETES_* variable of its own, as a
+    container of a pod without API access sees it, plus `extra`."""
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith(("KUBEXIT_", "KUBERNETES_"))
     }
+    env.update(POD_ENVIRONMENT)
     env.update(extra or {})
-    return env
+    return {key: value for key, value in env.items() if value is not None}
 
 
 def kubexit_argv(args, python=None):

@@ -44,8 +44,9 @@ def supervise(start_kubexit, api, tmp_path):
         }
         if api_env:
             environ.update(api.env("web"))
+        else:  # not even the address the kubelet sets: kubexit outside any pod
+            environ["KUBERNETES_SERVICE_HOST"] = None
         environ.update(env)
-        environ = {key: value for key, value in environ.items() if value is not None}
         argv = [python] + (["-X", "importtime"] if importtime else []) + [str(PYZ)]
         return start_kubexit(environ, None, argv=argv + signal_child_argv("wait"))
 
