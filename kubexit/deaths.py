@@ -20,11 +20,12 @@ class DeathWatch:
     of them, or all, by KUBEXIT_DEATH_POLICY; deaths from before kubexit started count.
     A crashed dep's record has `died` None: its exit code is unknown."""
 
-    def __init__(self, config, log, loop, on_death):
+    def __init__(self, config, log, loop, on_death, on_restart_policy):
         self.config = config
         self.log = log
         self.loop = loop
         self.on_death = on_death
+        self.on_restart_policy = on_restart_policy
         self.dead = {}        # name -> the record of the death that counted
         self.states = {}      # name -> its Sibling, as the graveyard last said
         self.fired = False
@@ -37,7 +38,8 @@ class DeathWatch:
         if self.config.watch_pod and not self.fired:
             self.log.debug("following the pod's status for death deps",
                            pod="%s/%s" % (self.config.namespace, self.config.pod_name))
-            self.pod = PodDeaths(self.config, self.log, self.loop, self._container_terminated)
+            self.pod = PodDeaths(self.config, self.log, self.loop, self._container_terminated,
+                                 self.on_restart_policy)
 
     def alive(self):
         """The deps born and not dead, as far as the graveyard knows."""
@@ -107,7 +109,7 @@ class PodDeaths:
     cannot heal is one warning and the end of following: the graveyard still counts.
     """
 
-    def __init__(self, config, log, loop, on_died):
+    def __init__(self, config, log, loop, on_died, on_restart_policy):
         from collections import deque
 
         from kubexit.kubeapi import PodFollower
@@ -115,6 +117,8 @@ class PodDeaths:
         self.log = log
         self.loop = loop
         self.on_died = on_died
+        self.on_restart_policy = on_restart_policy
+        self.told_policy = False
         self.running = set(config.death_deps)   # in the thread: not yet dead for good
         self.restarts = {}                      # in the thread: name -> restarts seen
         self.terminated = deque()               # (name, record), from the thread to the loop
@@ -173,6 +177,9 @@ class PodDeaths:
 
     def _readable(self):
         self.follower.drain()
+        if self.follower.own_restart_policy and not self.told_policy:
+            self.told_policy = True
+            self.on_restart_policy(self.follower.own_restart_policy)
         while self.terminated and not self.closed:
             self.on_died(*self.terminated.popleft())
         if self.follower.finished and not self.closed:

@@ -273,7 +273,9 @@ class PodFollower:
     on_change(pod) runs in the thread, as with follow_pod, and calls wake() when it has news
     for the loop: the pipe is written then and once following ends (`finished` set, and
     `failure` the one line of an ApiFailure or of a bug, `refused` when the API refused
-    access), never while nothing changes.
+    access), and once the first pod is read (`own_restart_policy`: what the kubelet does
+    when the container named KUBEXIT_NAME exits, "" if there is none), never while nothing
+    changes.
     """
 
     def __init__(self, config, log, on_change, thread_name, purpose="waiting for birth deps",
@@ -281,6 +283,7 @@ class PodFollower:
         self.finished = False
         self.failure = None
         self.refused = False
+        self.own_restart_policy = None
         self._config = config
         self._log = log
         self._on_change = on_change
@@ -333,10 +336,18 @@ class PodFollower:
                 os.close(self._read_fd)
                 os.close(self._write_fd)
 
+    def _changed(self, pod):
+        if self.own_restart_policy is None:
+            from kubexit.pod import restart_policies
+
+            self.own_restart_policy = restart_policies(pod).get(self._config.name, "")
+            self.wake()
+        return self._on_change(pod)
+
     def _follow(self):
         config = self._config
         try:
-            follow_pod(self._client, config.namespace, config.pod_name, self._on_change, self._log,
+            follow_pod(self._client, config.namespace, config.pod_name, self._changed, self._log,
                        self._purpose, self._silence)
         except Stopped:
             return

@@ -79,7 +79,8 @@ class Lifecycle:
     def _watch_death_deps(self):
         from kubexit.deaths import DeathWatch
 
-        self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death)
+        self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death,
+                                 self._pod_restart_policy)
         self.deaths.start()
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
                        mode=self.deaths.siblings.kind, policy=self.config.death_policy)
@@ -136,9 +137,25 @@ class Lifecycle:
                       via="graveyard,api" if config.api_host else "graveyard")
         births = GraveyardBirths(config, self.log, self.loop, self._birth_dep_gone)
         births.start()
-        api = PodStatus(config, self.log, self.loop, self._end_without_cmd) if (
+        api = PodStatus(config, self.log, self.loop, self._end_without_cmd,
+                        self._pod_restart_policy) if (
             config.api_host and self.ending is None) else None
         return births, api
+
+    def _pod_restart_policy(self, policy):
+        """The pod's spec, read for birth deps or KUBEXIT_WATCH_POD, says what the kubelet
+        does when this container exits: it fills an unset KUBEXIT_RESTART_POLICY (in the
+        tombstone at once, if Born is already there), and contradicts a set one."""
+        configured = self.config.restart_policy
+        if configured is None and policy != self.record.restart_policy:
+            self.record.restart_policy = policy
+            self.log.info("restart policy from the pod's spec", restart_policy=policy)
+            if self.record.born is not None and self.record.died is None:
+                self._write_tombstone()
+        elif configured is not None and configured != policy:
+            self.log.warn("KUBEXIT_RESTART_POLICY=%s, but the pod's spec says %s for container "
+                          "%s; the tombstone keeps %s: fix KUBEXIT_RESTART_POLICY"
+                          % (configured, policy, self.config.name, configured))
 
     def _birth_dep_gone(self, name, sibling):
         if name in self.config.death_deps:
@@ -299,11 +316,13 @@ class PodStatus:
     failure that waiting cannot heal (the pod gone) and a dep terminated for good.
     """
 
-    def __init__(self, config, log, loop, end_without_cmd):
+    def __init__(self, config, log, loop, end_without_cmd, on_restart_policy):
         from kubexit.birth import BirthWatch
 
         self.met = frozenset()
         self.refusal = None
+        self._on_restart_policy = on_restart_policy
+        self._told_policy = False
         self._config = config
         self._log = log
         self._loop = loop
@@ -316,6 +335,9 @@ class PodStatus:
         watch = self._watch
         watch.drain()
         self.met = watch.met
+        if watch.own_restart_policy and not self._told_policy:
+            self._told_policy = True
+            self._on_restart_policy(watch.own_restart_policy)
         for name, why in watch.gone.items():
             if name in self._config.death_deps and self._config.watch_pod:
                 continue  # the death watch sees the same status: death deps' rules decide

@@ -426,6 +426,32 @@ def write_died_tombstone(graveyard, name):
     os.rename(temporary, graveyard / name)
 
 
+@pytest.mark.parametrize("name,policy", [("app", "OnFailure"), ("proxy", "Always")],
+                         ids=["the-pods", "a-native-sidecars-own"])
+def test_the_pod_spec_fills_an_unset_restart_policy(run, api, name, policy):
+    api.add_pod("web", containers=["app", "db"], sidecars=["proxy"], restart_policy="OnFailure")
+    api.ready("web", "db")
+    kubexit = run(deps="db", KUBEXIT_NAME=name)
+    status, _ = kubexit.finish()
+    assert status == 0, kubexit.stderr
+    text = (kubexit.graveyard / name).read_text()
+    assert 'RestartPolicy: "%s"' % policy in text, text
+    assert kubexit.lines_with("restart policy from the pod's spec restart_policy=" + policy)
+    assert " warn: " not in kubexit.stderr
+
+
+def test_a_restart_policy_the_pod_spec_contradicts_is_warned_of(run, api):
+    api.add_pod("web", containers=["app", "proxy"], restart_policy="OnFailure")
+    api.ready("web", "proxy")
+    kubexit = run(KUBEXIT_RESTART_POLICY="Never")
+    status, _ = kubexit.finish()
+    assert status == 0
+    assert kubexit.tombstone()["RestartPolicy"] == '"Never"'
+    (line,) = kubexit.lines_with(" warn: ")
+    assert "KUBEXIT_RESTART_POLICY=Never, but the pod's spec says OnFailure for container app" \
+        in line
+
+
 def test_pod_missing(run, api):
     web_pod(api)
     kubexit = run(pod="not-this-pod")

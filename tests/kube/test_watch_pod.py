@@ -131,6 +131,15 @@ def test_the_pods_restart_policy_decides_which_terminations_count(supervise, api
     assert finish(proc) == 0
 
 
+def test_the_pod_spec_fills_the_restart_policy_after_born(supervise, api):
+    api.add_pod("web", containers=["app", "job"], restart_policy="OnFailure")
+    proc = supervise()
+    proc.out.wait_for("ready")
+    wait_until(lambda: tombstone(supervise.graveyard).get("RestartPolicy") == '"OnFailure"')
+    assert "Born" in tombstone(supervise.graveyard)
+    assert lines_with(proc, "restart policy from the pod's spec restart_policy=OnFailure")
+
+
 def test_a_restart_seen_only_in_last_state_is_logged(supervise, api):
     api.add_pod("web", containers=["app", "job"], restart_policy="OnFailure")
     proc = supervise()
