@@ -365,24 +365,29 @@ class RestartOnFailureTest(PodTestCase):
 class ShutdownOrderTest(PodTestCase):
     @needs("KUBEXIT_SHUTDOWN_ORDER")
     def test_the_proxy_outlives_its_app_when_the_pod_is_deleted(self):
-        pod = self.run_example("proxy-shutdown-order.yaml", "web")
+        # Played with restartPolicy Never: podman 4.3 also restarts the pod's "once" init
+        # container under Always, then fails to remove it while it runs. The hold does not
+        # depend on it; the containers' KUBEXIT_RESTART_POLICY=Always stays as written.
+        pod = self.run_example("proxy-shutdown-order.yaml", "web", restart_policy="Never")
         pod.wait_for_log("app", r"^app: proxy answered 200", POD_TIMEOUT)
         pod.stop(["app", "proxy"], 10)   # both at once, as the kubelet deletes a pod
         statuses = pod.wait(["app", "proxy"], 30)
         self.assertEqual(statuses, {"app": 0, "proxy": 0}, pod.describe())
+        # The app's last request, made a second after both got SIGTERM, was answered: the
+        # proxy was still serving. (Podman stamps each container's lines in its own conmon,
+        # so only lines of one container are compared in time.)
         app_log = pod.logs("app")
-        last = app_log[first_index(app_log, lambda t: t.startswith(
-            "app: last request through the proxy answered 200"), "the app's last request")]
-        app_died = app_log[first_index(app_log, lambda t: "exiting with status 0" in t,
-                                       "the app's kubexit ending")]
+        drained = first_index(app_log, lambda t: t.startswith("app: SIGTERM, draining for 1s"),
+                              "the drain")
+        last = first_index(app_log, lambda t: t.startswith(
+            "app: last request through the proxy answered 200"), "the app's last request")
+        self.assertLess(drained, last)
         proxy_log = pod.logs("proxy")
-        held = proxy_log[first_index(proxy_log, lambda t: "holding SIGTERM back from CMD" in t
-                                     and "alive=app" in t, "the hold")]
-        ended = proxy_log[first_index(proxy_log, lambda t: 'death dependency "app" died' in t,
-                                      "the stop after the app's death")]
-        self.assertLess(held.time_ns, last.time_ns)
-        self.assertLess(last.time_ns, ended.time_ns)
-        self.assertLessEqual(app_died.time_ns, ended.time_ns)
+        held = first_index(proxy_log, lambda t: "holding SIGTERM back from CMD" in t
+                           and "alive=app" in t, "the hold")
+        ended = first_index(proxy_log, lambda t: 'death dependency "app" died' in t,
+                            "the stop after the app's death")
+        self.assertLess(held, ended)
         self.assert_no_kubexit_complaints(pod, ["app", "proxy"])
 
 
