@@ -451,6 +451,7 @@ def load(environ):
     watch_pod = parse_bool("KUBEXIT_WATCH_POD", get("KUBEXIT_WATCH_POD", "false"))
     if watch_pod and not get("KUBEXIT_DEATH_DEPS"):
         warnings.append("KUBEXIT_WATCH_POD=true does nothing without KUBEXIT_DEATH_DEPS")
+    restart_policy = get("KUBEXIT_RESTART_POLICY") or None
     api = parse_choice("KUBEXIT_API", get("KUBEXIT_API", "auto"), ("auto", "required", "off"))
     if watch_pod and api == "off":
         raise ConfigError("KUBEXIT_WATCH_POD=true needs the Kubernetes API, which KUBEXIT_API=off "
@@ -522,9 +523,8 @@ def load(environ):
                                tuple(LEVELS)),
         watch_pod=watch_pod,
         api=api,
-        restart_policy=parse_restart_policy("KUBEXIT_RESTART_POLICY",
-                                            get("KUBEXIT_RESTART_POLICY")) if get(
-            "KUBEXIT_RESTART_POLICY") else None,
+        restart_policy=restart_policy and parse_restart_policy("KUBEXIT_RESTART_POLICY",
+                                                               restart_policy),
         shutdown_order=parse_choice("KUBEXIT_SHUTDOWN_ORDER",
                                     get("KUBEXIT_SHUTDOWN_ORDER", "together"),
                                     ("together", "after-death-deps")),
