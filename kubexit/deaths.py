@@ -20,12 +20,12 @@ class DeathWatch:
     of them, or all, by KUBEXIT_DEATH_POLICY; deaths from before kubexit started count.
     A crashed dep's record has `died` None: its exit code is unknown."""
 
-    def __init__(self, config, log, loop, on_death, on_restart_policy):
+    def __init__(self, config, log, loop, on_death, pod_follower):
         self.config = config
         self.log = log
         self.loop = loop
         self.on_death = on_death
-        self.on_restart_policy = on_restart_policy
+        self.pod_follower = pod_follower  # () -> this kubexit's one PodFollower
         self.dead = {}        # name -> the record of the death that counted
         self.states = {}      # name -> its Sibling, as the graveyard last said
         self.fired = False
@@ -38,8 +38,8 @@ class DeathWatch:
         if self.config.watch_pod and not self.fired:
             self.log.debug("following the pod's status for death deps",
                            pod="%s/%s" % (self.config.namespace, self.config.pod_name))
-            self.pod = PodDeaths(self.config, self.log, self.loop, self._container_terminated,
-                                 self.on_restart_policy)
+            self.pod = PodDeaths(self.config, self.log, self.pod_follower(),
+                                 self._container_terminated)
 
     def alive(self):
         """The deps born and not dead, as far as the graveyard knows."""
@@ -72,9 +72,7 @@ class DeathWatch:
         if self.config.death_policy == "any" or len(self.dead) == len(self.config.death_deps):
             self.fired = True
             self.on_death(name, record)
-            # After on_death: closing an inotify fd and joining the pod's thread must not
-            # delay the stop signal.
-            self.close()
+            self.close()  # after on_death: closing an inotify fd must not delay the signal
             return
         self.log.info("death dep died; waiting for the other death deps", dep=name,
                       exit_code=record.exit_code)
@@ -101,36 +99,33 @@ class PodDeaths:
     (KUBEXIT_WATCH_POD), for containers with no kubexit and so no tombstone: images
     without Python.
 
-    A thread follows the pod (kubeapi.PodFollower) and wakes the loop only when a dep's
-    container has newly terminated for good; on_died(name, record) then gets a record with
-    the container's finishedAt and exitCode. A termination the kubelet undoes (the pod's
+    A subscriber of the pod's follower (podwatch.PodFollower): its judge runs in the
+    follower's thread and has news only when a dep's container has newly terminated for
+    good; on_died(name, record) then gets a record with the container's finishedAt and
+    exitCode. A termination the kubelet undoes (the pod's
     or the container's restartPolicy; seen as `state` or, when the restart came first, as
     `lastState` and a higher `restartCount`) is logged. An API failure that waiting
     cannot heal is one warning and the end of following: the graveyard still counts.
     """
 
-    def __init__(self, config, log, loop, on_died, on_restart_policy):
+    purpose = "watching death deps"
+    urgent = False
+
+    def __init__(self, config, log, follower, on_died):
         from collections import deque
 
-        from kubexit.kubeapi import PodFollower
-
         self.log = log
-        self.loop = loop
+        self.follower = follower
         self.on_died = on_died
-        self.on_restart_policy = on_restart_policy
-        self.told_policy = False
         self.running = set(config.death_deps)   # in the thread: not yet dead for good
         self.restarts = {}                      # in the thread: name -> restarts seen
         self.terminated = deque()               # (name, record), from the thread to the loop
         self.policies = None
         self.closed = False
-        self.follower = PodFollower(config, log, self._judge, "kubexit-pod-deaths",
-                                    "watching death deps")
-        loop.add_reader(self.follower.fileno(), self._readable)
-        self.follower.start()
+        follower.subscribe(self)
 
-    def _judge(self, pod):
-        """In the thread, for follow_pod: True once every dep has died for good."""
+    def judge(self, pod):
+        """In the follower's thread: (news, done once every dep has died for good)."""
         if self.policies is None:
             self.policies = pods.restart_policies(pod)
             unknown = sorted(self.running - set(self.policies))
@@ -151,9 +146,7 @@ class PodDeaths:
                     died=ended[1] or utc_timestamp(), exit_code=ended[0],
                     restart_policy=policy)))
                 newly = True
-        if newly:
-            self.follower.wake()
-        return not self.running
+        return newly, not self.running
 
     def _note_restart(self, name, container, policy):
         """Log each death the kubelet undoes, once, by the container's restartCount (a
@@ -175,11 +168,7 @@ class PodDeaths:
                               dep=name, exit_code=code, restart_policy=policy,
                               restarts=count)
 
-    def _readable(self):
-        self.follower.drain()
-        if self.follower.own_restart_policy and not self.told_policy:
-            self.told_policy = True
-            self.on_restart_policy(self.follower.own_restart_policy)
+    def readable(self):
         while self.terminated and not self.closed:
             self.on_died(*self.terminated.popleft())
         if self.follower.finished and not self.closed:
@@ -191,5 +180,4 @@ class PodDeaths:
     def close(self):
         if not self.closed:
             self.closed = True
-            self.loop.remove_reader(self.follower.fileno())
-            self.follower.close()
+            self.follower.unsubscribe(self)

@@ -39,6 +39,7 @@ class Lifecycle:
         self.killed_by = None   # (dep name, its tombstone) once a death dep stopped CMD
         self.readiness = None   # the Prober of CMD's readiness, while it probes
         self.deaths = None      # the DeathWatch, when there are death deps
+        self.pod = None         # the one follower of the pod's status, when anything reads it
         self.held = None        # a terminating signal held from CMD (after-death-deps)
         self.hold_timer = None  # set while it is held
 
@@ -80,7 +81,7 @@ class Lifecycle:
         from kubexit.deaths import DeathWatch
 
         self.deaths = DeathWatch(self.config, self.log, self.loop, self._on_death,
-                                 self._pod_restart_policy)
+                                 self._pod_follower)
         self.deaths.start()
         self.log.debug("watching death deps", deps=",".join(self.config.death_deps),
                        mode=self.deaths.siblings.kind, policy=self.config.death_policy)
@@ -123,6 +124,7 @@ class Lifecycle:
             for source in (births, api, probes):
                 if source is not None:
                     source.close()
+            self._close_idle_pod_follower()
         if self.ending is None and births is not None:
             self.log.info("birth deps are " + config.birth_condition,
                           deps=",".join(config.birth_deps))
@@ -137,10 +139,26 @@ class Lifecycle:
                       via="graveyard,api" if config.api_host else "graveyard")
         births = GraveyardBirths(config, self.log, self.loop, self._birth_dep_gone)
         births.start()
-        api = PodStatus(config, self.log, self.loop, self._end_without_cmd,
-                        self._pod_restart_policy) if (
+        api = PodStatus(config, self.log, self._pod_follower(), self._end_without_cmd) if (
             config.api_host and self.ending is None) else None
         return births, api
+
+    def _pod_follower(self):
+        """The pod's status, read by one follower (one list, one watch) for every reader:
+        birth deps, KUBEXIT_WATCH_POD and the restart policy of the pod's spec."""
+        if self.pod is None:
+            from kubexit.podwatch import PodFollower
+
+            self.pod = PodFollower(self.config, self.log, self._pod_restart_policy)
+            self.loop.add_reader(self.pod.fileno(), self.pod.readable)
+        return self.pod
+
+    def _close_idle_pod_follower(self):
+        """Once nobody reads it; a join, so on the loop's next turn (after the spawn)."""
+        if self.pod is not None and self.pod.idle:
+            follower, self.pod = self.pod, None
+            self.loop.remove_reader(follower.fileno())
+            self.loop.call_later(0, follower.close)
 
     def _pod_restart_policy(self, policy):
         """The pod's spec, read for birth deps or KUBEXIT_WATCH_POD, says what the kubelet
@@ -274,7 +292,10 @@ class Lifecycle:
     def _end(self, status, reason, failed=False):
         """Step 6: say why, record the death, and hand back the exit status."""
         if self.deaths is not None:
-            self.deaths.close()  # its inotify fd, lock waits and pod-following thread
+            self.deaths.close()  # its inotify fd and lock waits
+        if self.pod is not None:
+            self.loop.remove_reader(self.pod.fileno())
+            self.pod.close(wait=0)  # kubexit is ending: nothing to wait for
         if self.config.exit_code_override is not None:
             status = self.config.exit_code_override
             reason += " (exit status %d set by the exit code override)" % status
@@ -308,59 +329,54 @@ class Lifecycle:
 
 
 class PodStatus:
-    """BirthWatch on the event loop: `met`, the deps the pod's status says are ready.
+    """Birth deps in the pod's status (a BirthWatch subscribed to the pod's follower):
+    `met`, the deps the status says are ready.
 
     The API refusing this pod's service account (no token, 401, 403) is one warning
     under KUBEXIT_API=auto, and the graveyard carries on alone (`refusal` says why, for
-    the timeout's message); under required it ends the wait with status 1, as does any
-    failure that waiting cannot heal (the pod gone) and a dep terminated for good.
+    the timeout's message); under required, or with KUBEXIT_WATCH_POD (which needs the
+    API), it ends the wait with status 1, as does any failure that waiting cannot heal
+    (the pod gone) and a dep terminated for good.
     """
 
-    def __init__(self, config, log, loop, end_without_cmd, on_restart_policy):
+    def __init__(self, config, log, follower, end_without_cmd):
         from kubexit.birth import BirthWatch
 
         self.met = frozenset()
         self.refusal = None
-        self._on_restart_policy = on_restart_policy
-        self._told_policy = False
         self._config = config
         self._log = log
-        self._loop = loop
+        self._follower = follower
         self._end_without_cmd = end_without_cmd
         self._closed = False
-        self._watch = BirthWatch(config, log)
-        loop.add_reader(self._watch.fileno(), self._readable)
+        self._watch = BirthWatch(config, log, self._readable)
+        follower.subscribe(self._watch)
 
     def _readable(self):
-        watch = self._watch
-        watch.drain()
+        if self._closed:
+            return
+        watch, follower = self._watch, self._follower
         self.met = watch.met
-        if watch.own_restart_policy and not self._told_policy:
-            self._told_policy = True
-            self._on_restart_policy(watch.own_restart_policy)
         for name, why in watch.gone.items():
             if name in self._config.death_deps and self._config.watch_pod:
                 continue  # the death watch sees the same status: death deps' rules decide
             self._end_without_cmd(1, 'birth dependency "%s" died for good (%s): it will never '
                                   'be ready' % (name, why), failed=True)
-        if not watch.finished or watch.failure is None:
+        if not follower.finished or follower.failure is None:
             return
-        if watch.refused and self._config.api == "auto":
-            self.refusal = watch.failure
+        if follower.refused and self._config.api == "auto" and not self._config.watch_pod:
+            self.refusal = follower.failure
             self._log.warn("the Kubernetes API refused access, so birth deps are followed in "
                            "the graveyard alone (KUBEXIT_API=required makes this fatal, off "
-                           "silences it): " + watch.failure)
+                           "silences it): " + follower.failure)
             self.close()
         else:
-            self._end_without_cmd(1, watch.failure, failed=True)
+            self._end_without_cmd(1, follower.failure, failed=True)
 
     def close(self):
-        """Stop listening now; end the thread (a join) on the loop's next turn, once CMD
-        has started."""
         if not self._closed:
             self._closed = True
-            self._loop.remove_reader(self._watch.fileno())
-            self._loop.call_later(0, self._watch.close)
+            self._follower.unsubscribe(self._watch)
 
 
 def why_not(dep, births, api):

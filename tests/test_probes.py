@@ -484,7 +484,7 @@ def test_wellformed_probes_are_accepted(run_kubexit, graveyard, value):
 # --- start-up cost ---------------------------------------------------------------------
 
 HEAVY_MODULES = {"socket", "http", "http.client", "urllib", "ssl", "json", "subprocess",
-                 "threading", "kubexit.probe", "kubexit.quit", "kubexit.kubeapi"}
+                 "threading", "kubexit.probe", "kubexit.quit", "kubexit.apiclient"}
 
 
 def imported_modules(graveyard, env):

@@ -1,4 +1,4 @@
-"""kubexit.birth.BirthWatch and kubexit.kubeapi, in-process, against the faithful test API server.
+"""kubexit.birth, kubexit.podwatch and kubexit.apiclient, in-process, against the test API server.
 
 These run the real client over real TLS sockets; only the process boundary is missing
 (test_birth_deps.py covers the same paths through dist/kubexit.pyz).
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from kubexit import kubeapi
+from kubexit import apiclient, podwatch
 from kubexit.birth import BirthWatch
 
 Config = collections.namedtuple(
@@ -72,13 +72,34 @@ def outcome(watch, timeout=10.0):
         select.select([watch.fileno()], [], [], remaining)
 
 
+def follow_births(config, log):
+    """A PodFollower with one BirthWatch subscribed, as the lifecycle makes them: it
+    finishes once every birth dep is ready."""
+    follower = podwatch.PodFollower(config, log)
+    follower.subscribe(BirthWatch(config, log, lambda: None))
+    return follower
+
+
+class Reader:
+    """A subscriber that never has news and never is done: a long-lived watch."""
+
+    purpose = "watching death deps"
+    urgent = False
+
+    def judge(self, pod):
+        return False, False
+
+    def readable(self):
+        pass
+
+
 @pytest.fixture
 def watches():
     """BirthWatch objects made by a test, all closed at its end."""
     made = []
 
     def make(config, log=None):
-        watch = BirthWatch(config, log or RecordingLog())
+        watch = follow_births(config, log or RecordingLog())
         made.append(watch)
         return watch
 
@@ -261,9 +282,9 @@ def test_events_split_across_chunks(api, watches):
 
 
 def test_a_silent_birth_watch_is_replaced_by_a_fresh_list(api, watches, monkeypatch):
-    """No byte for BIRTH_WATCH_SILENCE (30 s; 1 s here): the pod is read again, and a
+    """No byte for URGENT_SILENCE (30 s; 1 s here): the pod is read again, and a
     readiness change made during the silence is seen."""
-    monkeypatch.setattr(kubeapi, "BIRTH_WATCH_SILENCE", 1.0)
+    monkeypatch.setattr(podwatch, "URGENT_SILENCE", 1.0)
     web_pod(api)
     api.inject("stall", on="watch")
     log = RecordingLog()
@@ -282,9 +303,8 @@ def test_long_watches_keep_their_silence_bound_and_tcp_keepalive(api, monkeypatc
     import socket
 
     web_pod(api)
-    follower = kubeapi.PodFollower(config_for(api), RecordingLog(), lambda pod: False, "test",
-                                   "watching death deps")
-    follower.start()
+    follower = podwatch.PodFollower(config_for(api), RecordingLog())
+    follower.subscribe(Reader())
     try:
         api.watching()
         sock = follower._client._sock
@@ -292,7 +312,7 @@ def test_long_watches_keep_their_silence_bound_and_tcp_keepalive(api, monkeypatc
         idle, interval, count = (sock.getsockopt(socket.IPPROTO_TCP, option) for option in (
             socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT))
         assert idle + interval * count <= 60
-        assert sock.gettimeout() == kubeapi.WATCH_TIMEOUT_SECONDS + kubeapi.STALL_GRACE_SECONDS
+        assert sock.gettimeout() == podwatch.WATCH_TIMEOUT_SECONDS + apiclient.STALL_GRACE_SECONDS
         (watch,) = api.requests_of("watch")
         assert watch.query["timeoutSeconds"] == ["300"]
     finally:
@@ -313,7 +333,7 @@ def test_rotated_token_is_reread_after_401(api, watches):
 
 
 def test_token_older_than_a_minute_is_reread_before_reconnecting(api, watches, monkeypatch):
-    monkeypatch.setattr(kubeapi, "TOKEN_MAX_AGE", 0.0)
+    monkeypatch.setattr(apiclient, "TOKEN_MAX_AGE", 0.0)
     web_pod(api)
     watch = watches(config_for(api))
     api.watching()
@@ -450,7 +470,7 @@ def test_connection_refused_retries_with_backoff(api, watches):
 def test_close_is_prompt_while_streaming_and_while_backing_off(api):
     web_pod(api)
     api.inject("stall", on="watch")
-    watch = BirthWatch(config_for(api), RecordingLog())
+    watch = follow_births(config_for(api), RecordingLog())
     api.watching()
     start = time.monotonic()
     watch.close()
@@ -458,7 +478,7 @@ def test_close_is_prompt_while_streaming_and_while_backing_off(api):
     api.wait_until(lambda s: s.open_watches == 0, 3)
 
     api.inject("status", on="any", code=429, retry_after=30)
-    watch = BirthWatch(config_for(api), RecordingLog())
+    watch = follow_births(config_for(api), RecordingLog())
     api.wait_until(lambda s: len(s.requests) == 3)
     start = time.monotonic()
     watch.close()

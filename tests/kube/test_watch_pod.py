@@ -23,7 +23,7 @@ from conftest import (
     wait_until,
 )
 
-NETWORK_MODULES = {"ssl", "json", "threading", "socket", "kubexit.kubeapi"}
+NETWORK_MODULES = {"ssl", "json", "threading", "socket", "kubexit.apiclient"}
 
 
 @pytest.fixture
@@ -90,7 +90,7 @@ def test_terminated_container_stops_cmd_with_its_exit_code(supervise, api):
     assert supervise.termination_log.read_text() == reason + "\n"
     assert tombstone(supervise.graveyard)["ExitCode"] == "3"
     assert [r.kind for r in api.requests] == ["list", "watch"]
-    assert {"ssl", "kubexit.kubeapi"} <= imported(proc)
+    assert {"ssl", "kubexit.apiclient"} <= imported(proc)
 
 
 def test_native_sidecar_in_init_container_statuses_always_restarts(supervise, api):
@@ -129,6 +129,25 @@ def test_the_pods_restart_policy_decides_which_terminations_count(supervise, api
     assert_still_running(proc)
     (supervise.graveyard / "job").write_text(tombstone_text(died=True, exit_code=0))
     assert finish(proc) == 0
+
+
+@pytest.mark.parametrize("birth_deps", ["", "proxy"], ids=["no-birth-deps", "birth-deps"])
+@pytest.mark.parametrize("restart_policy", [None, "Never"], ids=["policy-from-spec", "policy-set"])
+def test_one_list_and_one_watch_whatever_reads_the_pod(supervise, api, birth_deps,
+                                                       restart_policy):
+    api.add_pod("web", containers=["app", "proxy", "job"], restart_policy="Never")
+    proc = supervise(KUBEXIT_BIRTH_DEPS=birth_deps or None,
+                     KUBEXIT_RESTART_POLICY=restart_policy, KUBEXIT_BIRTH_TIMEOUT="20s")
+    api.watching()
+    if birth_deps:
+        assert proc.out.lines == []
+        api.ready("web", "proxy")
+    proc.out.wait_for("ready")
+    assert_still_running(proc)
+    api.terminate("web", "job", exit_code=0)
+    assert finish(proc) == 0
+    assert [r.kind for r in api.requests] == ["list", "watch"]
+    assert tombstone(supervise.graveyard)["RestartPolicy"] == '"Never"'
 
 
 def test_the_pod_spec_fills_the_restart_policy_after_born(supervise, api):
