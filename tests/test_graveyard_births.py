@@ -85,6 +85,16 @@ def test_ready_absent_in_any_spelling(run_kubexit, graveyard, watch_env, record)
         in result.stderr
 
 
+def test_the_timeout_says_a_dep_is_waiting_for_its_restart(run_kubexit, graveyard, watch_env):
+    graveyard.write_atomic("proxy", tombstone_text(died=True, exit_code=1)
+                           + 'Restarts: 3\nRestartPolicy: "OnFailure"\n')
+    result = run_kubexit(dependent_env(graveyard, watch_env, KUBEXIT_BIRTH_TIMEOUT="300ms"),
+                         ["true"])
+    assert result.returncode == 1, result.stderr
+    assert ("birth deps not ready after 0.3s: proxy (died with exit code 1, restartPolicy "
+            "OnFailure; waiting for its restart)") in result.stderr
+
+
 def test_every_dep_must_be_ready(start_kubexit, graveyard, watch_env, tmp_path):
     marker = tmp_path / "cmd-ran"
     ready = tombstone_text() + 'Ready: "2026-01-01T00:00:00.5Z"\n'
