@@ -8,6 +8,7 @@ QuitCalls (quit URLs) and EventLoop (all waiting).
 """
 
 import _signal
+import gc
 
 from kubexit import tombstone
 from kubexit.liveness import LivenessLock
@@ -68,6 +69,7 @@ class Lifecycle:
                       restarts=self.record.restarts)
         if self.config.readiness_probe is not None:
             self._probe_readiness()
+        gc.freeze()
         self.loop.run_until(lambda: not self.child.running)
         if self.readiness is not None:
             self.readiness.close()
@@ -116,6 +118,9 @@ class Lifecycle:
             self._end_without_cmd(1, "; ".join(missing), failed=True)
 
         timer = self.loop.call_later(config.birth_timeout, timed_out)
+        # Start-up is over: what it made (modules, ssl, json) is left out of every later
+        # collection, which would otherwise land on a dep's news (1.5 ms measured).
+        gc.freeze()
         try:
             self.loop.run_until(lambda: self.ending is not None or (
                 (births is None or not waiting_for()) and (probes is None or probes.all_passed)))
