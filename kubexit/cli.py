@@ -99,4 +99,11 @@ def supervise(argv):
     log = Log(config.name, config.log_level, config.log_format)
     for warning in config.warnings:
         log.warn(warning)
-    return Lifecycle(config, log, argv).run()
+    lifecycle = Lifecycle(config, log, argv)
+    try:
+        return lifecycle.run()
+    except Exception:  # a bug: nothing may be left unsupervised, no sibling left waiting
+        import traceback
+
+        write_stderr(traceback.format_exc().rstrip())
+        return lifecycle.end_after_a_bug()

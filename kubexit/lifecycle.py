@@ -23,6 +23,7 @@ from kubexit.process import (
     signal_name,
 )
 
+EXIT_BUG = 70  # EX_SOFTWARE: kubexit failed, whatever CMD did
 # Only a terminal sends these, to kubexit itself: never forward them when it has one.
 TERMINAL_STOPS = (_signal.SIGTTIN, _signal.SIGTTOU)
 
@@ -266,6 +267,13 @@ class Lifecycle:
     def _end_without_cmd(self, status, reason, failed=False):
         if self.ending is None:
             self.ending = (status, reason, failed)
+
+    def end_after_a_bug(self):
+        """kubexit itself failed: nothing supervises CMD any more, so its whole tree is
+        killed now, and Died records EX_SOFTWARE for the siblings."""
+        self.child.kill_all()
+        return self._end(EXIT_BUG, "kubexit failed (a bug; please report it with the "
+                         "traceback above); CMD and what it left were killed", failed=True)
 
     def _cmd_ended(self):
         """CMD's exit status and the reason line, after the death policy."""

@@ -222,6 +222,20 @@ class Child:
         except ProcessLookupError:
             pass
 
+    def kill_all(self):
+        """SIGKILL CMD's group and every child of kubexit's, and reap them all (blocking:
+        after a bug, the event loop cannot be trusted)."""
+        self._signal_tree(_signal.SIGKILL)
+        for pid in children_of(os.getpid()):
+            self._kill(pid, _signal.SIGKILL)
+        while True:
+            try:
+                pid, wait_status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == self.pid:
+                self.status = exit_status(wait_status)
+
     def reap(self):
         """Collect every exited child: CMD, and orphans adopted as PID 1 or subreaper."""
         while True:

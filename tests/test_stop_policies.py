@@ -13,6 +13,8 @@ import time
 
 import pytest
 from conftest import (
+    KUBEXIT_PYTHON,
+    PYZ,
     assert_still_running,
     clean_environment,
     kubexit_argv,
@@ -284,3 +286,26 @@ def test_help_lists_the_fork_aliases(run_kubexit):
                      "KUBEXIT_EXIT_CODE_OVERRIDE", "KUBEXIT_CUSTOM_EXIT_CODE",
                      "KUBEXIT_STOPSIGNAL"):
         assert variable in result.stdout
+
+
+def test_a_bug_in_kubexit_leaves_nothing_unsupervised(start_kubexit, graveyard):
+    """A failure of kubexit's own (here a death handler that raises, run from the pyz as a
+    source checkout would be) kills CMD's tree, records Died with 70 (EX_SOFTWARE), and
+    prints the traceback for the bug report: no orphaned CMD, no sibling left waiting."""
+    inject = ("import sys; sys.path.insert(0, %r); import kubexit.lifecycle as lifecycle; "
+              "lifecycle.Lifecycle._on_death = lambda *args: 1 / 0; "
+              "from kubexit.cli import main; sys.exit(main(sys.argv[1:]))" % str(PYZ))
+    env = {"KUBEXIT_NAME": "app", "KUBEXIT_GRAVEYARD": str(graveyard),
+           "KUBEXIT_DEATH_DEPS": "job"}
+    proc = start_kubexit(env, None, argv=[KUBEXIT_PYTHON, "-c", inject]
+                         + signal_child_argv("wait", "--on-term", "print"))
+    proc.out.wait_for("ready")
+    started = proc.err.wait_for(lambda line: "started CMD pid=" in line)
+    cmd_pid = int(started.split("pid=")[1].split()[0])
+    graveyard.bury("job")
+    assert proc.wait(10) == 70
+    assert not os.path.exists("/proc/%d" % cmd_pid), "CMD outlived its supervisor"
+    record = graveyard.record("app")
+    assert record["ExitCode"] == 70 and "Died" in record
+    assert any(line.startswith("ZeroDivisionError") for line in proc.err.lines)
+    assert "kubexit failed (a bug; please report it" in proc.err.lines[-1]
