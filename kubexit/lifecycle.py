@@ -242,7 +242,7 @@ class Lifecycle:
             if self.hold_timer is not None:
                 self._stop_holding("a second %s arrived" % signal_name(signum))
             return False
-        alive = self.deaths.alive()
+        alive = self.deaths.alive() if self.deaths is not None else []
         if not alive:
             return False
         self.held = signum

@@ -250,6 +250,17 @@ def test_no_death_dep_alive_forwards_at_once(start_kubexit, run_kubexit, graveya
     assert not any("holding" in line for line in sidecar.err.lines)
 
 
+def test_after_death_deps_without_death_deps_forwards_at_once(start_kubexit, graveyard):
+    proc = start_kubexit({"KUBEXIT_NAME": "sidecar", "KUBEXIT_GRAVEYARD": str(graveyard),
+                          "KUBEXIT_SHUTDOWN_ORDER": "after-death-deps"},
+                         signal_child_argv("wait", "--on-term", "exit=0"))
+    proc.out.wait_for("ready")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(5) == 0, "\n".join(proc.err.lines)
+    assert proc.out.lines == ["ready", "signal 15"]
+    assert not any("Traceback" in line for line in proc.err.lines)
+
+
 def test_together_forwards_at_once(start_kubexit, graveyard):
     main = start_main(start_kubexit, graveyard, on_term="print")
     sidecar = start_sidecar(start_kubexit, graveyard, on_term="died?=%s" % (graveyard / "main"))
