@@ -9,7 +9,6 @@ down with it. Once the pod is shutting down nothing restarts, and every death co
 
 import os
 
-from kubexit import pod as pods
 from kubexit import tombstone
 from kubexit.log import utc_timestamp
 from kubexit.siblings import Siblings
@@ -23,7 +22,6 @@ class DeathWatch:
     def __init__(self, config, log, loop, on_death, pod_follower):
         self.config = config
         self.log = log
-        self.loop = loop
         self.on_death = on_death
         self.pod_follower = pod_follower  # () -> this kubexit's one PodFollower
         self.dead = {}        # name -> the record of the death that counted
@@ -102,10 +100,10 @@ class PodDeaths:
     A subscriber of the pod's follower (podwatch.PodFollower): its judge runs in the
     follower's thread and has news only when a dep's container has newly terminated for
     good; on_died(name, record) then gets a record with the container's finishedAt and
-    exitCode. A termination the kubelet undoes (the pod's
-    or the container's restartPolicy; seen as `state` or, when the restart came first, as
-    `lastState` and a higher `restartCount`) is logged. An API failure that waiting
-    cannot heal is one warning and the end of following: the graveyard still counts.
+    exitCode. A termination the kubelet undoes (by the pod's or the container's
+    restartPolicy; seen as `state` or, when the restart came first, as `lastState` and a
+    higher `restartCount`) is logged. An API failure that waiting cannot heal is one
+    warning and the end of following: the graveyard still counts.
     """
 
     purpose = "watching death deps"
@@ -114,6 +112,9 @@ class PodDeaths:
     def __init__(self, config, log, follower, on_died):
         from collections import deque
 
+        from kubexit import pod  # only here: the death-dep path without the API skips it
+
+        self.pods = pod
         self.log = log
         self.follower = follower
         self.on_died = on_died
@@ -127,19 +128,19 @@ class PodDeaths:
     def judge(self, pod):
         """In the follower's thread: (news, done once every dep has died for good)."""
         if self.policies is None:
-            self.policies = pods.restart_policies(pod)
+            self.policies = self.pods.restart_policies(pod)
             unknown = sorted(self.running - set(self.policies))
             if unknown:
                 self.log.warn("death deps that are no container of the pod are watched in "
                               "the graveyard only", deps=",".join(unknown))
         newly = False
-        for container in pods.container_statuses(pod):
+        for container in self.pods.container_statuses(pod):
             name = container.get("name")
             if name not in self.running:
                 continue
             policy = self.policies.get(name, "Always")
             self._note_restart(name, container, policy)
-            ended = pods.terminated(container)
+            ended = self.pods.terminated(container)
             if ended and tombstone.death_is_final(policy, ended[0]):
                 self.running.discard(name)
                 self.terminated.append((name, tombstone.Tombstone(

@@ -100,13 +100,6 @@ def http_server():
 
 
 @pytest.fixture
-def https_server(certs):
-    server = LocalHttp(certs=certs)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def unused_port():
     """A port on 127.0.0.1 that refuses connections: bound, never listening."""
     sock = socket.socket()
@@ -484,7 +477,8 @@ def test_wellformed_probes_are_accepted(run_kubexit, graveyard, value):
 # --- start-up cost ---------------------------------------------------------------------
 
 HEAVY_MODULES = {"socket", "http", "http.client", "urllib", "ssl", "json", "subprocess",
-                 "threading", "kubexit.probe", "kubexit.quit", "kubexit.apiclient"}
+                 "threading", "kubexit.probe", "kubexit.quit", "kubexit.apiclient",
+                 "kubexit.podwatch", "kubexit.pod"}
 
 
 def imported_modules(graveyard, env):
