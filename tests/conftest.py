@@ -235,10 +235,17 @@ def assert_still_running(proc, window=0.2):
     change; the window then covers a few poll intervals in poll mode.
     """
     seen = proc.out.lines.count("signal 10")
-    proc.send_signal(signal.SIGUSR1)
-    proc.out.wait_for_count("signal 10", seen + 1)
-    proc.send_signal(signal.SIGUSR1)
-    proc.out.wait_for_count("signal 10", seen + 2)
+    for count in (seen + 1, seen + 2):
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 5
+        while proc.out.lines.count("signal 10") < count:
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    "SIGUSR1 did not reach CMD within 5s; kubexit %s; CMD said %r; kubexit "
+                    "said %r" % ("is running" if proc.poll() is None else
+                                 "exited with %s" % proc.returncode,
+                                 proc.out.lines, proc.err.lines))
+            time.sleep(0.002)
     try:
         status = proc.wait(window)
     except subprocess.TimeoutExpired:
