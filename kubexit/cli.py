@@ -9,6 +9,10 @@ from kubexit.log import write_stderr
 USAGE = """\
 usage: kubexit [OPTION...] [--] CMD [ARG...]
        kubexit --inspect [GRAVEYARD]
+       kubexit --inject [--image IMAGE] [--python PYTHON] [FILE]
+       kubexit --check [FILE]
+       kubexit --webhook --cert FILE --key FILE [--listen ADDR:PORT] [--image IMAGE]
+                         [--python PYTHON]
 
 Runs CMD, records its birth and death as a tombstone in the graveyard, holds it back
 until its birth deps are ready, and stops it when a death dep dies.
@@ -17,6 +21,13 @@ options:
   -h, --help       show this help and exit
   -V, --version    show the version and exit
   --inspect [DIR]  print the graveyard's tombstones as a table (default $KUBEXIT_GRAVEYARD)
+  --inject         read Kubernetes objects as JSON (FILE or stdin), write them with kubexit
+                   wired in by their pods' kubexit/ annotations; --image: the image that
+                   carries kubexit (default kubexit:latest), --python: the interpreter
+                   that runs it in the app's image (default python3)
+  --check          lint the kubexit wiring of the same input: exit 0 clean, 1 problems
+  --webhook        serve --inject as a mutating admission webhook over HTTPS for pods
+                   annotated kubexit/inject: "true" (default --listen 0.0.0.0:8443)
 
 environment:
 """
@@ -71,6 +82,8 @@ def main(args=None):
         if option in ("-V", "--version"):
             sys.stdout.write("kubexit %s\n" % __version__)
             return 0
+        if option in MODES:
+            return run_mode(option, args[index + 1:])
         if option == "--inspect":
             from kubexit.inspection import print_graveyard
 
@@ -84,6 +97,78 @@ def main(args=None):
     if not argv:
         return failed_start(usage_error("no CMD given"), os.environ)
     return supervise(argv)
+
+
+# Manifest modes and the options each takes; none of them is imported when supervising.
+MODES = {
+    "--inject": ("--image", "--python"),
+    "--check": (),
+    "--webhook": ("--cert", "--key", "--listen", "--image", "--python"),
+}
+
+
+def mode_arguments(mode, args):
+    """({option: value}, [FILE]) for a manifest mode, or a usage error's message."""
+    values, files, index = {}, [], 0
+    while index < len(args):
+        word = args[index]
+        key, equals, value = word.partition("=")
+        if word == "-" or not word.startswith("-"):
+            files.append(word)
+        elif key in MODES[mode]:
+            if not equals:
+                index += 1
+                if index == len(args):
+                    return "%s %s needs a value" % (mode, key)
+                value = args[index]
+            values[key] = value
+        else:
+            return "%s does not take %s" % (mode, word)
+        index += 1
+    if mode == "--webhook" and files:
+        return "--webhook takes no FILE"
+    if len(files) > 1:
+        return "%s takes at most one FILE" % mode
+    return values, files
+
+
+def run_mode(mode, args):
+    parsed = mode_arguments(mode, args)
+    if isinstance(parsed, str):
+        return usage_error(parsed)
+    values, files = parsed
+    from kubexit.manifests import ManifestError
+
+    try:
+        if mode == "--webhook":
+            from kubexit.webhook import serve
+
+            return serve(values)
+        from kubexit import manifests
+
+        source, text = manifests.read_source(files[0] if files else None)
+        documents = manifests.parse_documents(source, text)
+        if mode == "--inject":
+            from kubexit.inject import Options, inject_documents
+
+            options = Options(values.get("--image"), values.get("--python"))
+            inject_documents(documents, source, options,
+                             lambda text: write_stderr("kubexit --inject: warning: " + text))
+            manifests.write_documents(documents, sys.stdout)
+            return 0
+        from kubexit.check import check_documents
+
+        count, problems = check_documents(documents, source)
+        for problem in problems:
+            sys.stdout.write(problem + "\n")
+        write_stderr("kubexit --check: %d pod template%s, %s" % (
+            count, "" if count == 1 else "s",
+            "%d problem%s" % (len(problems), "" if len(problems) == 1 else "s") if problems
+            else "no problems"))
+        return 1 if problems else 0
+    except ManifestError as err:
+        write_stderr("kubexit %s: %s" % (mode, err))
+        return 2
 
 
 def supervise(argv):

@@ -296,10 +296,6 @@ def parse_probe(variable, text):
         command = text[5:].strip()
         if not command:
             raise ConfigError("%s: %r has no command; write exec:COMMAND" % (variable, text))
-        if not os.access(PROBE_SHELL, os.X_OK):
-            raise ConfigError("%s: exec: probes run %s -c COMMAND, and this image has no %s; "
-                              "use a tcp://, http:// or file: probe" % (variable, PROBE_SHELL,
-                                                                       PROBE_SHELL))
         return Probe("exec", text, command=command)
     raise ConfigError("%s: %r is not a probe; use %s" % (variable, text, PROBE_SYNTAX))
 
@@ -370,15 +366,34 @@ def check_graveyard(path, name):
             "%s exists and is not a regular file; remove it or change KUBEXIT_NAME" % tombstone)
 
 
-def read_namespace_file(service_account_dir):
-    try:
-        with open(os.path.join(service_account_dir, "namespace")) as file:
-            return file.read().strip()
-    except OSError:
-        return ""
+class LocalFiles:
+    """What load() asks of the container it runs in. `kubexit --check` answers the same
+    questions from a manifest instead, so both share every validation rule."""
+
+    def exists(self, path):
+        return os.path.exists(path)
+
+    def is_file(self, path):
+        return os.path.isfile(path)
+
+    def can_execute(self, path):
+        return os.access(path, os.X_OK)
+
+    def read_namespace(self, service_account_dir):
+        try:
+            with open(os.path.join(service_account_dir, "namespace")) as file:
+                return file.read().strip()
+        except OSError:
+            return ""
+
+    def check_graveyard(self, path, name):
+        check_graveyard(path, name)
 
 
-def policies(environ):
+LOCAL_FILES = LocalFiles()
+
+
+def policies(environ, files):
     """Stop and exit policies, including the forks' spellings of them."""
     death = first_of(environ, ("KUBEXIT_DEATH_EXIT_CODE", "KUBEXIT_IGNORE_CODE_ON_DEATH_DEPS",
                                "KUBEXIT_SUPPRESS_STOPPED_EXITCODE"), death_exit_code)
@@ -390,7 +405,7 @@ def policies(environ):
     stop = first_of(environ, ("KUBEXIT_STOP_SIGNAL", "KUBEXIT_STOPSIGNAL"), parse_signal)
     termination_log = environ.get("KUBEXIT_TERMINATION_LOG")
     if termination_log is None:
-        termination_log = DEFAULT_TERMINATION_LOG if os.path.exists(
+        termination_log = DEFAULT_TERMINATION_LOG if files.exists(
             DEFAULT_TERMINATION_LOG) else ""
     group = environ.get("KUBEXIT_SIGNAL_GROUP", "").strip()
     return {
@@ -405,23 +420,31 @@ def policies(environ):
     }
 
 
-def probes(get):
+def probes(get, files):
     """Readiness, wait-for probes and quit URLs, each checked in full before anything starts."""
     readiness = get("KUBEXIT_READINESS_PROBE")
     period = parse_duration("KUBEXIT_READINESS_PERIOD", get("KUBEXIT_READINESS_PERIOD", "1s"))
     if period <= 0:
         raise ConfigError("KUBEXIT_READINESS_PERIOD must be more than 0, e.g. 1s")
-    return {
+    found = {
         "readiness_probe": parse_probe("KUBEXIT_READINESS_PROBE", readiness) if readiness
         else None,
         "readiness_period": period,
         "wait_for": parse_list("KUBEXIT_WAIT_FOR", get("KUBEXIT_WAIT_FOR"), parse_probe),
         "quit_urls": parse_list("KUBEXIT_QUIT_URLS", get("KUBEXIT_QUIT_URLS"), parse_http_url),
     }
+    for variable, probe in [("KUBEXIT_READINESS_PROBE", found["readiness_probe"])] + [
+            ("KUBEXIT_WAIT_FOR", p) for p in found["wait_for"]]:
+        if probe is not None and probe.kind == "exec" and not files.can_execute(PROBE_SHELL):
+            raise ConfigError("%s: exec: probes run %s -c COMMAND, and this image has no %s; "
+                              "use a tcp://, http:// or file: probe" % (variable, PROBE_SHELL,
+                                                                       PROBE_SHELL))
+    return found
 
 
-def load(environ):
-    """Build the Config from an environment mapping, or raise ConfigError."""
+def load(environ, files=LOCAL_FILES):
+    """Build the Config from an environment mapping, or raise ConfigError. `files` answers
+    what the container's filesystem holds (the graveyard is created when missing)."""
     def get(variable, default=""):
         value = environ.get(variable)
         return default if value is None or not value.strip() else value.strip()
@@ -466,7 +489,7 @@ def load(environ):
             "(the kubelet sets it) or set KUBEXIT_API=auto")
     token_path = os.path.join(service_account_dir, "token")
     if api == "off" or (api == "auto" and not watch_pod and birth_deps and api_host
-                        and not os.path.isfile(token_path)):
+                        and not files.is_file(token_path)):
         if api == "auto":
             warnings.append(
                 "no service-account token at %s, so birth deps are followed in the graveyard "
@@ -480,7 +503,7 @@ def load(environ):
         if not api_port.isdigit() or not 0 < int(api_port) < 65536:
             raise ConfigError(
                 "KUBERNETES_SERVICE_PORT=%r is not a port number (1-65535)" % api_port)
-        if not os.path.isfile(token_path):
+        if not files.is_file(token_path):
             raise ConfigError(
                 "%s %s a service-account token, but %s/token does not exist; "
                 "set automountServiceAccountToken: true on the pod (or fix "
@@ -491,7 +514,7 @@ def load(environ):
             raise ConfigError(
                 "KUBEXIT_POD_NAME is not set and neither is HOSTNAME; set KUBEXIT_POD_NAME "
                 "from the downward API (fieldRef: metadata.name)")
-        namespace = namespace or read_namespace_file(service_account_dir)
+        namespace = namespace or files.read_namespace(service_account_dir)
         if not namespace:
             raise ConfigError(
                 "KUBEXIT_NAMESPACE is not set and %s/namespace is missing; set "
@@ -530,8 +553,8 @@ def load(environ):
                                     ("together", "after-death-deps")),
         shutdown_timeout=parse_duration("KUBEXIT_SHUTDOWN_TIMEOUT",
                                         get("KUBEXIT_SHUTDOWN_TIMEOUT", "20s")),
-        **policies(environ),
-        **probes(get),
+        **policies(environ, files),
+        **probes(get, files),
     )
     values["warnings"] = tuple(warnings) + combination_warnings(values)
     config = Config(**values)
@@ -540,7 +563,7 @@ def load(environ):
     if config.name in config.death_deps:
         raise ConfigError(
             "KUBEXIT_DEATH_DEPS names this container itself (%s); remove it" % config.name)
-    check_graveyard(graveyard, name)
+    files.check_graveyard(graveyard, name)
     return config
 
 
