@@ -1,0 +1,184 @@
+"""--webhook (contract section 9): real HTTPS POSTs of AdmissionReviews to the built pyz, from a
+client that verifies the server against the test CA; patches applied with a JSONPatch
+implementation must give exactly what --inject writes."""
+
+import base64
+import copy
+import http.client
+import json
+import re
+import signal
+import socket
+import ssl
+
+import jsonpatch
+import pytest
+
+SERVING = re.compile(r"serving https://127\.0\.0\.1:(\d+) ")
+
+
+def annotated_pod(annotations=None):
+    annotations = {"kubexit/inject": "true", "kubexit/sidecars": "proxy"} \
+        if annotations is None else annotations
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "report-x7k2p", "namespace": "jobs", "annotations": annotations},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {"name": "main", "image": "app:1", "command": ["python3", "job.py"]},
+                {"name": "proxy", "image": "proxy:1", "command": ["python3", "-m", "proxy"],
+                 "readinessProbe": {"tcpSocket": {"port": 5432}},
+                 "volumeMounts": [{"name": "kube-api-access-abcde", "readOnly": True,
+                                   "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]},
+            ],
+            "volumes": [{"name": "kube-api-access-abcde", "projected": {"sources": []}}],
+        },
+    }
+
+
+def admission_review(pod, uid="705ab4f5-6393-11e8-b7cc-42010a800002"):
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "namespace": "jobs", "operation": "CREATE", "object": pod,
+                        "dryRun": False}}
+
+
+class Webhook:
+    def __init__(self, proc, port, ca):
+        self.proc = proc
+        self.port = port
+        self.context = ssl.create_default_context(cafile=ca)
+
+    def connection(self):
+        return http.client.HTTPSConnection("127.0.0.1", self.port, context=self.context,
+                                           timeout=10)
+
+    def post(self, body, path="/mutate", headers=None, connection=None):
+        connection = connection or self.connection()
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        connection.request("POST", path, data, dict({"Content-Type": "application/json"},
+                                                    **(headers or {})))
+        response = connection.getresponse()
+        return response.status, response.read()
+
+    def review(self, pod, **kwargs):
+        status, body = self.post(admission_review(pod, **kwargs))
+        assert status == 200, body
+        answer = json.loads(body)
+        assert answer["apiVersion"] == "admission.k8s.io/v1"
+        assert answer["kind"] == "AdmissionReview"
+        return answer["response"]
+
+    def healthy(self):
+        connection = self.connection()
+        connection.request("GET", "/healthz")
+        response = connection.getresponse()
+        return response.status == 200 and response.read() == b"ok\n"
+
+
+@pytest.fixture
+def webhook(start_kubexit, certs):
+    proc = start_kubexit({}, ["--webhook", "--cert", certs.server_crt, "--key",
+                              certs.server_key, "--listen", "127.0.0.1:0"])
+    line = proc.err.wait_for(lambda text: SERVING.search(text), timeout=10)
+    return Webhook(proc, int(SERVING.search(line).group(1)), certs.ca_crt)
+
+
+def test_healthz(webhook):
+    assert webhook.healthy()
+
+
+def test_the_patch_gives_exactly_what_inject_writes(webhook, run_kubexit):
+    pod = annotated_pod()
+    response = webhook.review(pod, uid="uid-1")
+    assert response["uid"] == "uid-1"
+    assert response["allowed"] is True
+    assert response["patchType"] == "JSONPatch"
+    patch = json.loads(base64.b64decode(response["patch"]))
+    patched = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    injected = run_kubexit({}, ["--inject"], input=json.dumps(pod))
+    assert injected.returncode == 0, injected
+    assert patched == json.loads(injected.stdout)
+    assert patched != pod
+    # The service-account volume the API server added is kept.
+    assert patched["spec"]["volumes"][0] == pod["spec"]["volumes"][0]
+
+
+def test_a_pod_without_the_annotation_is_untouched(webhook):
+    for annotations in ({}, {"kubexit/sidecars": "proxy"}, {"kubexit/inject": "false"}):
+        response = webhook.review(annotated_pod(annotations))
+        assert response == {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002", "allowed": True}
+
+
+def test_an_injected_pod_is_not_patched_again(webhook, run_kubexit):
+    """reinvocationPolicy: IfNeeded sends the pod again after other webhooks."""
+    injected = json.loads(run_kubexit({}, ["--inject"], input=json.dumps(annotated_pod())).stdout)
+    response = webhook.review(injected)
+    assert response["allowed"] is True and "patch" not in response
+
+
+def test_a_bad_annotation_is_refused_with_the_message(webhook):
+    response = webhook.review(annotated_pod({"kubexit/inject": "true",
+                                             "kubexit/sidecars": "proxi"}))
+    assert response["allowed"] is False
+    assert response["status"]["code"] == 400
+    assert "annotation kubexit/sidecars names proxi, which is no container" in \
+        response["status"]["message"]
+    assert webhook.healthy()
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"{not json", 400),
+    (b"[]", 400),
+    (json.dumps({"kind": "AdmissionReview"}).encode(), 400),
+    (json.dumps({"kind": "Pod"}).encode(), 400),
+])
+def test_malformed_bodies_are_refused_and_the_server_keeps_serving(webhook, body, status):
+    assert webhook.post(body)[0] == status
+    assert webhook.healthy()
+    assert webhook.review(annotated_pod())["allowed"] is True
+
+
+def test_an_oversized_body_is_refused_unread(webhook):
+    connection = webhook.connection()
+    connection.putrequest("POST", "/mutate")
+    connection.putheader("Content-Length", str(3 * 1024 * 1024 + 1))
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413
+    assert webhook.healthy()
+
+
+def test_a_client_that_never_finishes_its_handshake_blocks_no_one(webhook):
+    with socket.create_connection(("127.0.0.1", webhook.port)) as silent:
+        silent.sendall(b"\x16\x03\x01")   # the start of a ClientHello, then nothing
+        assert webhook.healthy()
+        assert webhook.review(annotated_pod())["allowed"] is True
+
+
+def test_keep_alive_serves_many_reviews_on_one_connection(webhook):
+    connection = webhook.connection()
+    for number in range(5):
+        status, body = webhook.post(admission_review(annotated_pod(), uid="u%d" % number),
+                                    connection=connection)
+        assert status == 200 and json.loads(body)["response"]["uid"] == "u%d" % number
+
+
+def test_sigterm_drains_and_exits_0(webhook):
+    assert webhook.healthy()
+    webhook.proc.send_signal(signal.SIGTERM)
+    assert webhook.proc.wait(timeout=10) == 0
+    webhook.proc.err.wait_for("kubexit --webhook: stopped")
+    with pytest.raises(OSError):
+        webhook.healthy()
+
+
+def test_a_bad_certificate_is_one_line_and_exit_2(run_kubexit, tmp_path):
+    missing = tmp_path / "none.crt"
+    result = run_kubexit({}, ["--webhook", "--cert", missing, "--key", missing,
+                              "--listen", "127.0.0.1:0"])
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1
+    assert "cannot load them: No such file or directory" in result.stderr
