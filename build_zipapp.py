@@ -19,7 +19,6 @@ import zipfile
 ROOT = os.path.dirname(os.path.abspath(__file__))
 SHEBANG = b"#!/usr/bin/env python3\n"
 FIXED_DATE = (1980, 1, 1, 0, 0, 0)
-MAIN = "import sys\n\nfrom kubexit.cli import main\n\nsys.exit(main())\n"
 
 
 def bytecode(source, filename):
@@ -33,7 +32,8 @@ def entries():
     """(archive name, bytes) for the package and the zip's __main__, in a fixed order."""
     package = os.path.join(ROOT, "kubexit")
     modules = sorted(n for n in os.listdir(package) if n.endswith(".py"))
-    yield "__main__.py", MAIN.encode()
+    with open(os.path.join(package, "__main__.py"), "rb") as file:
+        yield "__main__.py", file.read()   # the version gate, then kubexit.cli.main
     for name in modules:
         with open(os.path.join(package, name), "rb") as file:
             yield "kubexit/" + name, file.read()

@@ -1,5 +1,26 @@
+"""Entry point of kubexit.pyz (its top-level __main__) and of `python3 -m kubexit`.
+
+The version gate comes first and parses on any Python, so that an image whose python3 is
+too old gets one line that says so instead of a traceback.
+"""
+
 import sys
 
-from kubexit.cli import main
+if sys.version_info < (3, 8):  # noqa: UP036 (the gate is for those older ones)
+    sys.stderr.write(
+        "kubexit: needs CPython 3.8 or newer, but %s is %d.%d; run it with a newer python3 "
+        "(kubexit --inject --python PATH), or put it in an image that has one\n"
+        % ((sys.executable or "python3",) + tuple(sys.version_info[:2])))
+    try:  # best effort: a sibling waiting on this container learns that it died
+        import os
+
+        from kubexit.cli import failed_start
+
+        failed_start(2, os.environ)
+    except Exception:
+        pass
+    sys.exit(2)
+
+from kubexit.cli import main  # noqa: E402
 
 sys.exit(main())

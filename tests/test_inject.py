@@ -378,3 +378,21 @@ def test_injection_changes_nothing_but_what_it_adds(inject):
         for key, value in old.items():
             if key != "command":
                 assert new[key] == value, key
+
+
+def test_the_manifest_modes_load_their_modules_only_when_used(pyz, kubexit_python):
+    """The supervising path's import check (test_probes) can fail: --check and --inject do
+    bring these in."""
+    import subprocess
+
+    from conftest import clean_environment
+
+    result = subprocess.run([kubexit_python, "-X", "importtime", str(pyz), "--check"],
+                            input=json.dumps(workload("Job", pod_template(
+                                {"kubexit/sidecars": "proxy"}))),
+                            env=clean_environment(), capture_output=True, text=True, timeout=20)
+    assert result.returncode == 0, result.stderr
+    modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines()
+               if line.startswith("import time:")}
+    assert {"kubexit.manifests", "kubexit.inject", "kubexit.check", "json"} <= modules
+    assert "kubexit.webhook" not in modules and "ssl" not in modules

@@ -478,7 +478,8 @@ def test_wellformed_probes_are_accepted(run_kubexit, graveyard, value):
 
 HEAVY_MODULES = {"socket", "http", "http.client", "urllib", "ssl", "json", "subprocess",
                  "threading", "kubexit.probe", "kubexit.quit", "kubexit.apiclient",
-                 "kubexit.podwatch", "kubexit.pod"}
+                 "kubexit.podwatch", "kubexit.pod", "kubexit.manifests", "kubexit.inject",
+                 "kubexit.check", "kubexit.webhook", "shlex", "difflib"}
 
 
 def imported_modules(graveyard, env):
