@@ -122,16 +122,24 @@ def env_values(container):
 
 
 KUBEXIT_FILES = ("kubexit", "kubexit.pyz")
+NOT_SUPERVISING = ("--inject", "--check", "--webhook", "--inspect", "--help", "-h",
+                   "--version", "-V")
 
 
 def runs_kubexit(container):
-    """Whether the command starts kubexit: ours (as a pyz, or by python), or the Go one."""
-    command = [str(word) for word in container.get("command") or []]
-    program = command[0].rsplit("/", 1)[-1] if command else ""
-    if program.startswith("python"):
-        script = [word for word in command[1:] if not word.startswith("-")][:1]
-        program = script[0].rsplit("/", 1)[-1] if script else ""
-    return program in KUBEXIT_FILES
+    """Whether the command starts kubexit as a supervisor: ours (as a pyz, or by python),
+    or the Go one; `kubexit --webhook` and the other modes supervise nothing."""
+    words = [str(word) for word in (container.get("command") or [])]
+    if not words:
+        return False
+    words += [str(word) for word in container.get("args") or []]
+    index = 0
+    if words[0].rsplit("/", 1)[-1].startswith("python"):
+        index = next((i for i, word in enumerate(words) if i and not word.startswith("-")),
+                     len(words))
+    if index == len(words) or words[index].rsplit("/", 1)[-1] not in KUBEXIT_FILES:
+        return False
+    return words[index + 1:index + 2] == [] or words[index + 1] not in NOT_SUPERVISING
 
 
 def write_documents(documents, stream):

@@ -182,3 +182,38 @@ def test_a_bad_certificate_is_one_line_and_exit_2(run_kubexit, tmp_path):
     assert result.returncode == 2
     assert len(result.stderr.splitlines()) == 1
     assert "cannot load them: No such file or directory" in result.stderr
+
+
+def test_the_example_installation_serves_with_its_own_certificate(start_kubexit, tmp_path):
+    """examples/webhook/make-certs.sh, as the README runs it: a certificate the API server
+    accepts for the Service's name, and a manifest whose caBundle is its CA."""
+    import subprocess
+
+    import yaml
+    from conftest import ROOT
+
+    out = tmp_path / "install"
+    made = subprocess.run(["bash", str(ROOT / "examples/webhook/make-certs.sh"), str(out)],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    documents = {d["kind"]: d for d in yaml.safe_load_all((out / "webhook.yaml").read_text())}
+    [hook] = documents["MutatingWebhookConfiguration"]["webhooks"]
+    assert base64.b64decode(hook["clientConfig"]["caBundle"]) == (out / "ca.crt").read_bytes()
+    assert (hook["sideEffects"], hook["failurePolicy"], hook["reinvocationPolicy"]) == (
+        "None", "Fail", "IfNeeded")
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["namespaceSelector"] == {"matchLabels": {"kubexit-injection": "enabled"}}
+    assert hook["clientConfig"]["service"]["path"] == "/mutate"
+    secret = documents["Secret"]["data"]
+    assert base64.b64decode(secret["tls.crt"]) == (out / "tls.crt").read_bytes()
+    container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"][1] == "--webhook"
+
+    proc = start_kubexit({}, ["--webhook", "--cert", out / "tls.crt", "--key", out / "tls.key",
+                              "--listen", "127.0.0.1:0"])
+    port = int(SERVING.search(proc.err.wait_for(lambda t: SERVING.search(t), 10)).group(1))
+    context = ssl.create_default_context(cafile=str(out / "ca.crt"))
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    with context.wrap_socket(raw, server_hostname="kubexit-webhook.kubexit.svc") as tls:
+        tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert tls.recv(4096).startswith(b"HTTP/1.1 200")

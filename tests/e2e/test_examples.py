@@ -6,8 +6,10 @@ An example that needs a kubexit feature the built pyz does not have yet (its var
 missing from `kubexit --help`) is skipped with the reason.
 """
 
+import json
 import os
 import re
+import subprocess
 import time
 import unittest
 from pathlib import Path
@@ -389,6 +391,35 @@ class ShutdownOrderTest(PodTestCase):
                             "the stop after the app's death")
         self.assertLess(held, ended)
         self.assert_no_kubexit_complaints(pod, ["app", "proxy"])
+
+
+class QuickStartTest(PodTestCase):
+    """The README's quick start: a plain Job through the shipped kubexit's --inject, played."""
+
+    def test_a_plain_job_injected_completes_with_its_sidecar_stopped(self):
+        if "--inject" not in HELP:
+            self.skipTest("the built kubexit has no --inject")
+        plain = load_documents(EXAMPLES / "quickstart" / "job.yaml")
+        injected = subprocess.run(
+            ["podman", "run", "--rm", "-i", PROJECT_IMAGE, "/usr/local/bin/kubexit", "--inject"],
+            input=json.dumps(plain[0]), capture_output=True, text=True, timeout=60)
+        self.assertEqual(injected.returncode, 0, injected.stderr)
+        self.assertEqual(injected.stderr, "")
+        workload = json.loads(injected.stdout)
+        plan = plan_pod(workload, "quickstart-%s" % RUN_ID, IMAGES, RUN_ID, BASE_IMAGE)
+        pod = PodmanPod(plan, RUN_ID)
+        self.addCleanup(pod.remove)
+        pod.play()
+        statuses = pod.wait(["report", "proxy"], POD_TIMEOUT)
+        self.assertEqual(statuses, {"report": 0, "proxy": 0}, pod.describe())
+        self.assertIn("report: the proxy answered 200",
+                      [line.text for line in pod.logs("report")])
+        graves = pod.tombstones("kubexit-graveyard")
+        report, proxy = graves["report"], graves["proxy"]
+        self.assertLess(tombstone_ns(proxy, "ready"), tombstone_ns(report, "born"))
+        self.assertLessEqual(tombstone_ns(report, "died"), tombstone_ns(proxy, "died"))
+        self.assertEqual((report["exitcode"], proxy["exitcode"]), ("0", "0"))
+        self.assert_no_kubexit_complaints(pod, ["report", "proxy"])
 
 
 if __name__ == "__main__":
