@@ -172,6 +172,12 @@ def run_mode(mode, args):
 
 
 def supervise(argv):
+    import gc
+
+    # No collection until CMD runs: start-up makes no cycles worth one, and a full pass
+    # over the modules just imported cost about a millisecond here. The lifecycle turns
+    # it back on once CMD has started (or the wait for the deps begins).
+    gc.disable()
     from kubexit import config as configuration
     from kubexit.lifecycle import Lifecycle
     from kubexit.log import Log

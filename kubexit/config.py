@@ -208,14 +208,14 @@ def parse_exit_code(variable, text):
 
 def parse_signal(variable, text):
     """SIGTERM, TERM, term or 15; real-time signals as RTMIN+N."""
-    from kubexit.process import SIGNAL_NAMES, signal_name
+    from kubexit.process import signal_names
 
     value = text.strip().upper()
     if value.isdigit():
         number = int(value)
     else:
         name = value if value.startswith("SIG") else "SIG" + value
-        by_name = {signal_name(n): n for n in SIGNAL_NAMES}
+        by_name = {name: number for number, name in signal_names().items()}
         number = by_name.get(name)
         if number is None and name.startswith("SIGRTMIN+") and name[9:].isdigit():
             import _signal

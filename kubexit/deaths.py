@@ -31,7 +31,19 @@ class DeathWatch:
         self.siblings = Siblings(config, log, loop, config.death_deps, self._changed)
         self.pod = None
 
+    def scan(self):
+        """Before CMD starts: a dep that has died for good already counts."""
+        self.siblings.scan()
+
+    @property
+    def following(self):
+        return self.siblings.graveyard is not None
+
     def start(self):
+        """Follow the deps from now on: the graveyard watched (and read again), and the
+        pod's status with KUBEXIT_WATCH_POD."""
+        if self.fired:
+            return
         self.siblings.start()
         if self.config.watch_pod and not self.fired:
             self.log.debug("following the pod's status for death deps",

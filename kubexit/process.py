@@ -4,7 +4,9 @@ fork + exec rather than posix_spawn: glibc's posix_spawn leaves its two internal
 signals ignored in the child, and only code running in the child can reset every
 disposition and the mask (even those kubexit inherited as ignored or blocked), make a
 process group and hand it the terminal. An exec failure comes back as errno over a
-close-on-exec pipe.
+close-on-exec pipe. A fork costs more the bigger kubexit is (page tables, copy-on-write
+faults: ~1 ms at start-up, ~3 ms once the API client is loaded), so when CMD waits for
+its deps the child is forked before the wait and held just short of its exec (hold()).
 
 CMD leads its own process group; kubexit is PID 1 or a child subreaper, so whatever CMD
 leaves behind is reparented to kubexit and "no children left" means "the tree is gone".
@@ -18,19 +20,26 @@ import warnings
 
 from kubexit.loop import catchable_signals
 
-SIGNAL_NAMES = {
-    getattr(_signal, name): name for name in dir(_signal)
-    if name.startswith("SIG") and not name.startswith("SIG_")
-    and name not in ("SIGIOT", "SIGPOLL", "SIGCLD", "SIGRTMIN", "SIGRTMAX")
-}
+_SIGNAL_NAMES = {}
 # Forwarded to CMD's whole process group; every other signal goes to CMD alone.
 TERMINATING = (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT)
 PR_SET_CHILD_SUBREAPER = 36
 
 
+def signal_names():
+    """number -> name of each signal; built on first use, not on every start."""
+    if not _SIGNAL_NAMES:
+        _SIGNAL_NAMES.update(
+            (getattr(_signal, name), name) for name in dir(_signal)
+            if name.startswith("SIG") and not name.startswith("SIG_")
+            and name not in ("SIGIOT", "SIGPOLL", "SIGCLD", "SIGRTMIN", "SIGRTMAX"))
+    return _SIGNAL_NAMES
+
+
 def signal_name(signum):
-    if signum in SIGNAL_NAMES:
-        return SIGNAL_NAMES[signum]
+    names = signal_names()
+    if signum in names:
+        return names[signum]
     if _signal.SIGRTMIN <= signum <= _signal.SIGRTMAX:
         return "SIGRTMIN+%d" % (signum - _signal.SIGRTMIN)
     return "signal %d" % signum
@@ -47,10 +56,10 @@ def become_subreaper():
     """Adopt CMD's orphans (PID 1 already does); False where the kernel or libc refuses."""
     if os.getpid() == 1:
         return True
-    try:
-        import ctypes
+    from kubexit.libc import call
 
-        return ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    try:
+        return call("prctl", PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     except (ImportError, OSError, AttributeError):
         return False
 
@@ -116,8 +125,60 @@ class Child:
         self._kill_timer = None
         self._killing = False
         self._signalled = {}      # leftover pid -> the last signal it was sent
+        self._held = None         # (pid, exec report fd, go fd) of a child held before exec
+        self._held_gone = False   # that child died before it was let go
 
-    def spawn(self, take_terminal):
+    def hold(self, take_terminal):
+        """Fork CMD's process now, while kubexit is small and has no threads; it waits,
+        signals blocked, for spawn() to let it exec, or for cancel()."""
+        go_read, go_write = os.pipe()
+        pid, errors = self._fork(take_terminal, (go_read, go_write))
+        os.close(go_read)
+        self._held, self._held_gone = (pid, errors, go_write), False
+
+    def cancel(self):
+        """CMD is not to start: the held child ends without exec (read EOF), and is reaped."""
+        held, self._held = self._held, None
+        if held is not None:
+            pid, errors, go = held
+            os.close(go)
+            os.close(errors)
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass  # reap() was first
+
+    def spawn(self, take_terminal, meanwhile=None):
+        """Start CMD: let the held child exec, or fork one now; `meanwhile` runs in kubexit
+        while the child execs (two cores do both at once), before the outcome is known."""
+        held, self._held = self._held, None
+        if held is not None and self._held_gone:
+            os.close(held[1])
+            os.close(held[2])
+            held = None
+        if held is not None:
+            pid, errors, go = held
+            try:
+                os.write(go, b"!")
+            finally:
+                os.close(go)
+        else:
+            pid, errors = self._fork(take_terminal)
+        if meanwhile is not None:
+            meanwhile()
+        with open(errors, "rb") as pipe:
+            failure = pipe.read()
+        if failure:
+            os.waitpid(pid, 0)
+            code = int(failure)
+            status = 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126
+            raise SpawnError(status, "cannot run %s: %s" % (self.argv[0], os.strerror(code)))
+        self.pid = pid
+        return pid
+
+    def _fork(self, take_terminal, go=None):
+        """(pid, the fd on which a failed exec reports its errno) of a child that execs
+        CMD, after a byte on go[0] when `go` is given."""
         path = find_executable(self.argv[0])
         errors, report = os.pipe()
         signals = catchable_signals()
@@ -130,7 +191,7 @@ class Child:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 pid = os.fork()
             if pid == 0:
-                self._exec(path, report, signals, take_terminal)
+                self._exec(path, report, signals, take_terminal, go)
             if self.signal_group:
                 try:
                     os.setpgid(pid, pid)  # also in the parent, so signals never miss the group
@@ -139,25 +200,22 @@ class Child:
         finally:
             _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
             os.close(report)
-        with open(errors, "rb") as pipe:
-            failure = pipe.read()
-        if failure:
-            os.waitpid(pid, 0)
-            code = int(failure)
-            status = 127 if code in (errno.ENOENT, errno.ENOTDIR) else 126
-            raise SpawnError(status, "cannot run %s: %s" % (self.argv[0], os.strerror(code)))
-        self.pid = pid
-        return pid
+        return pid, errors
 
-    def _exec(self, path, report, signals, take_terminal):
-        """In the child: own group, terminal, clean signal state, then exec; never returns."""
+    def _exec(self, path, report, signals, take_terminal, go):
+        """In the child: own group, clean signal state, (the go-ahead,) terminal, then
+        exec; never returns."""
         try:
             if self.signal_group:
                 os.setpgid(0, 0)
-                if take_terminal:
-                    os.tcsetpgrp(0, os.getpid())  # allowed: SIGTTOU is blocked here
             for signum in signals:
                 _signal.signal(signum, _signal.SIG_DFL)
+            if go is not None:
+                os.close(go[1])
+                if not os.read(go[0], 1):
+                    os._exit(0)  # cancelled: CMD is not to start
+            if self.signal_group and take_terminal:
+                os.tcsetpgrp(0, os.getpid())  # allowed: SIGTTOU is blocked here
             _signal.pthread_sigmask(_signal.SIG_SETMASK, ())
             os.execve(path, self.argv, os.environ)
         except BaseException as err:  # noqa: BLE001 - the child must reach os._exit
@@ -249,6 +307,8 @@ class Child:
                 break
             if pid == self.pid:
                 self.status = exit_status(wait_status)
+            elif self._held is not None and pid == self._held[0]:
+                self._held_gone = True  # killed while held: spawn() forks afresh
             else:
                 self.log.debug("reaped orphan", pid=pid, status=exit_status(wait_status))
         if self.alone and self._kill_timer is not None:

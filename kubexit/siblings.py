@@ -64,14 +64,22 @@ class Siblings:
         self.lock_waits = {}      # name -> LockWait, while it is born and not died
         self.unlockable = set()   # names whose lock the filesystem refused: tombstone only
         self.closed = False
-        self.graveyard = GraveyardWatch(config, log, loop, names, self._changed)
+        self.names = names
+        self.graveyard = None     # the GraveyardWatch, once started
 
     @property
     def kind(self):
-        return self.graveyard.kind
+        return self.graveyard.kind if self.graveyard is not None else "none yet"
+
+    def scan(self):
+        """What the graveyard says now, without a watch or a lock wait: enough to know
+        before CMD starts whether a dep has died already. start() looks again."""
+        self._changed(self.names)
 
     def start(self):
         """Watch first, then scan, so that nothing falls between the two."""
+        self.graveyard = GraveyardWatch(self.config, self.log, self.loop, self.names,
+                                        self._changed)
         self.graveyard.start()
 
     def _changed(self, names):
@@ -108,11 +116,14 @@ class Siblings:
         try:
             word = liveness.last_word(fd, path, self._tombstone_path(name), blocking=False)
         except BlockingIOError:
-            self.log.debug("waiting on the liveness lock", dep=name, path=path)
             holder_born = liveness.holder_born(fd)  # before the thread owns the fd
-            self.lock_waits[name] = liveness.LockWait(
-                self.loop, path, self._tombstone_path(name), fd,
-                lambda wait: self._lock_freed(name, wait))
+            if self.graveyard is None:
+                os.close(fd)   # a scan: alive, and start() waits on the lock
+            else:
+                self.log.debug("waiting on the liveness lock", dep=name, path=path)
+                self.lock_waits[name] = liveness.LockWait(
+                    self.loop, path, self._tombstone_path(name), fd,
+                    lambda wait: self._lock_freed(name, wait))
             if holder_born in ("", record.born):
                 self._report(name, Sibling(record))
             # else a newer run holds the lock and its Born is on its way.
@@ -145,7 +156,8 @@ class Siblings:
     def close(self):
         if not self.closed:
             self.closed = True
-            self.graveyard.close()
+            if self.graveyard is not None:
+                self.graveyard.close()
             for wait in self.lock_waits.values():
                 wait.close()
             self.lock_waits.clear()

@@ -58,7 +58,7 @@ class InotifyWatcher:
         from kubexit import inotify
 
         self._inotify = inotify
-        fstype = inotify.REMOTE_FILESYSTEMS.get(inotify.filesystem_type(graveyard))
+        fstype = inotify.remote_filesystem(graveyard)
         if fstype:
             raise OSError("the graveyard is on %s, where inotify misses other hosts' writes"
                           % fstype)
