@@ -13,8 +13,14 @@ all: build
 
 build: $(PYZ)
 
+# Bytecode for every other CPython 3.8+ found here, so that none compiles kubexit at each
+# start; `make build BYTECODE_FOR=` builds with this interpreter's bytecode alone.
+BYTECODE_FOR ?= $(wildcard $(HOME)/.pyenv/versions/3.[89].*/bin/python3 \
+                           $(HOME)/.pyenv/versions/3.1[0-9].*/bin/python3 \
+                           /usr/bin/python3.[89] /usr/bin/python3.1[0-9])
+
 $(PYZ): $(SOURCES)
-	$(PYTHON) build_zipapp.py
+	$(PYTHON) build_zipapp.py $(if $(strip $(BYTECODE_FOR)),--bytecode-for $(BYTECODE_FOR))
 
 $(VENV)/.installed: tests/requirements.txt
 	$(PYTHON) -m venv $(VENV)

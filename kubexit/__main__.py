@@ -21,6 +21,12 @@ if sys.version_info < (3, 8):  # noqa: UP036 (the gate is for those older ones)
         pass
     sys.exit(2)
 
+# In the pyz: this interpreter's own bytecode, when the build added it (build_zipapp.py
+# --bytecode-for), is found before the archive's root; without it, the root's.
+if getattr(__loader__, "archive", None):  # noqa: F821 (set by the import system)
+    sys.path.insert(0, "%s/bytecode/%d.%d" % ((__loader__.archive,)  # noqa: F821
+                                              + tuple(sys.version_info[:2])))
+
 from kubexit.cli import main  # noqa: E402
 
 sys.exit(main())

@@ -12,8 +12,6 @@ baseline client's.
 """
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 
@@ -28,18 +26,6 @@ RUNS = 30
 REACTION_BOUND_MS = 5.0
 MEMORY_BOUND_MIB = 20.0
 IDLE_WINDOW = 1.0
-START_PROBE_C = r"""
-#include <stdio.h>
-#include <time.h>
-int main(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    printf("%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
-    return 0;
-}
-"""
-START_PROBE_PY = "import os, time; os.write(1, b'%d\\n' % time.monotonic_ns())"
-
 # The baseline: list, watch from the list's resourceVersion, spawn CMD when the dep is ready.
 WATCH_CLIENT = r"""
 import http.client, json, os, ssl, sys
@@ -66,21 +52,6 @@ if not (body["items"] and ready(body["items"][0])):
 pid = os.posix_spawn(sys.argv[1], sys.argv[1:], os.environ)
 os.waitpid(pid, 0)
 """
-
-
-def start_probe(workdir, python):
-    """argv of a CMD that prints the monotonic ns at which it started."""
-    gcc = shutil.which("gcc") or shutil.which("cc")
-    if gcc:
-        source, binary = (
-            os.path.join(workdir, "start_probe.c"),
-            os.path.join(workdir, "start_probe"),
-        )
-        with open(source, "w") as out:
-            out.write(START_PROBE_C)
-        subprocess.run([gcc, "-O2", "-o", binary, source], check=True)
-        return [binary], "C probe"
-    return [python, "-c", START_PROBE_PY], "Python probe (no C compiler)"
 
 
 class Waiter:
@@ -180,7 +151,7 @@ def main():
     harness.announce("bench_birth", args.python)
     with harness.Workspace() as space:
         certs = make_certs(os.path.join(space.root, "certs"))
-        probe, probe_name = start_probe(space.root, args.python)
+        probe, probe_name = harness.start_probe(space.root, args.python)
         with ApiServer(certs, os.path.join(space.root, "serviceaccount")) as api:
             reactions, peaks, requests, wakeups = measure(args, api, space, probe)
     value, base = harness.median(reactions["kubexit"]), harness.median(reactions["baseline"])

@@ -1,7 +1,10 @@
-"""Start-up: `PY kubexit.pyz true` against `PY -c pass`, interleaved runs, wall time.
+"""Start-up: `PY -I -S kubexit.pyz true` (as --inject writes it) against `PY -c pass`,
+interleaved runs, wall time; and time to exec, from kubexit's start to CMD's first
+instruction, against the whole run of an empty zipapp (the floor of any zipapp).
 
-Also what death deps add to the start (watch set-up and scan), and which heavy standard
-library modules the death-dependency path imports (it should import none of them).
+Also the same without -I -S, what death deps add, the Go kubexit when KUBEXIT_BENCH_GO
+names its binary, and which heavy standard library modules the death-dependency path
+imports (it should import none of them).
 """
 
 import os
@@ -14,11 +17,14 @@ import harness
 
 ROUNDS = 200
 BOUND = 1.5
+EXEC_BOUND = 1.3
+# How --inject runs kubexit: -I keeps the app's PYTHONPATH from kubexit, -S skips site.
+DOCUMENTED_FLAGS = ("-I", "-S")
 COMPILE = (
     "import py_compile, sys; py_compile.compile(sys.argv[1], sys.argv[2], doraise=True,"
     " invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)"
 )
-HEAVY = ("ssl", "json", "http", "urllib", "logging", "subprocess")
+HEAVY = ("ssl", "json", "http", "urllib", "logging", "subprocess", "ctypes", "threading")
 
 
 def timed_run(argv, env):
@@ -67,7 +73,7 @@ def check_runs(variants):
 def imported_modules(python, pyz, env):
     """(top-level names imported, the five largest cumulative import times) from -X importtime."""
     result = subprocess.run(
-        [python, "-X", "importtime", pyz, "true"],
+        [python, "-I", "-S", "-X", "importtime", pyz, "true"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -84,22 +90,51 @@ def imported_modules(python, pyz, env):
     return names, sorted(costs, reverse=True)[:5]
 
 
+def time_to_exec(argv, env):
+    """ms from spawning `argv` to the first instruction of its CMD, a probe that prints
+    CLOCK_MONOTONIC (the clock time.monotonic_ns reads)."""
+    read_fd, write_fd = os.pipe()
+    start = time.monotonic_ns()
+    pid = harness.spawn(argv, env, stdout=write_fd)
+    os.close(write_fd)
+    stamp = harness.read_line(read_fd, 10.0, "CMD to start")
+    os.close(read_fd)
+    os.waitpid(pid, 0)
+    return (int(stamp) - start) / 1e6
+
+
+def go_kubexit():
+    """The Go kubexit, when KUBEXIT_BENCH_GO names its binary: shown beside ours."""
+    path = os.environ.get("KUBEXIT_BENCH_GO")
+    return path if path and os.access(path, os.X_OK) else None
+
+
 def main():
     args = harness.parse_args(__doc__)
     harness.announce("bench_startup", args.python)
+    python, flags = args.python, list(DOCUMENTED_FLAGS)
     with harness.Workspace() as space:
         plain = harness.kubexit_env(space.graveyard)
         with_deps = harness.kubexit_env(space.graveyard, KUBEXIT_DEATH_DEPS="x")
+        empty = empty_zipapp(space.root, python)
+        probe, probe_name = harness.start_probe(space.root, python)
         variants = [
-            ("python -c pass", [args.python, "-c", "pass"], plain),
-            ("kubexit true", [args.python, args.pyz, "true"], plain),
-            ("kubexit true, death deps", [args.python, args.pyz, "true"], with_deps),
+            ("python -c pass", [python, "-c", "pass"], plain),
+            ("python -I -S -c pass", [python] + flags + ["-c", "pass"], plain),
+            ("kubexit true", [python] + flags + [args.pyz, "true"], plain),
+            ("kubexit true, plain python", [python, args.pyz, "true"], plain),
+            ("kubexit true, death deps", [python] + flags + [args.pyz, "true"], with_deps),
+            ("empty zipapp", [python] + flags + [empty], plain),
         ]
-        variants.append(
-            ("empty zipapp", [args.python, empty_zipapp(space.root, args.python)], plain)
-        )
+        go = go_kubexit()
+        if go:
+            variants.append(("Go kubexit true", [go, "true"], plain))
         check_runs(variants)
-        times = {label: [] for label, _, _ in variants}
+        execs = [
+            ("to exec", [python] + flags + [args.pyz] + probe, plain),
+            ("to exec, death deps", [python] + flags + [args.pyz] + probe, with_deps),
+        ]
+        times = {label: [] for label, _, _ in variants + execs}
         for _ in range(5):
             for _label, argv, env in variants:
                 timed_run(argv, env)
@@ -107,45 +142,53 @@ def main():
             shift = round_number % len(variants)
             for label, argv, env in variants[shift:] + variants[:shift]:
                 times[label].append(timed_run(argv, env))
-        names, costs = imported_modules(args.python, args.pyz, with_deps)
+            for label, argv, env in execs:
+                times[label].append(time_to_exec(argv, env))
+        names, costs = imported_modules(python, args.pyz, with_deps)
 
-    base = harness.median(times["python -c pass"])
-    base_p90 = harness.percentile(times["python -c pass"], 0.9)
-
-    def report_versus_pass(figure, label, bound, note):
-        value = harness.median(times[label])
-        ok = None if bound is None else value / base <= bound
+    def report_versus(figure, label, bound, note, against="python -c pass"):
+        value, baseline = harness.median(times[label]), harness.median(times[against])
+        ok = None if bound is None else value / baseline <= bound
         spread = "p90 %.2f ms vs %.2f ms, %d runs" % (
             harness.percentile(times[label], 0.9),
-            base_p90,
+            harness.percentile(times[against], 0.9),
             ROUNDS,
         )
         harness.report(
             figure,
             value,
             "ms",
-            "python -c pass",
-            base,
+            against,
+            baseline,
             "-" if bound is None else "<=%.1fx" % bound,
             ok,
-            value / base,
+            value / baseline,
             note=spread + note,
         )
 
-    plain = harness.median(times["kubexit true"])
-    report_versus_pass("start-up median", "kubexit true", BOUND, "")
-    report_versus_pass(
+    plain_median = harness.median(times["kubexit true"])
+    report_versus("start-up median", "kubexit true", BOUND,
+                  ", python3 -I -S kubexit.pyz (as --inject writes it)")
+    report_versus("start-up, python3 kubexit.pyz", "kubexit true, plain python", None,
+                  ", with site")
+    report_versus(
         "start-up with death deps",
         "kubexit true, death deps",
         None,
-        ", %+.2f ms over no deps" % (harness.median(times["kubexit true, death deps"]) - plain),
+        ", %+.2f ms over no deps: the inotify close at exit waits out an SRCU grace period"
+        % (harness.median(times["kubexit true, death deps"]) - plain_median),
     )
-    report_versus_pass(
-        "start-up floor (empty zipapp)",
-        "empty zipapp",
-        None,
-        ", any zipapp before its own code runs",
-    )
+    report_versus("start-up floor (empty zipapp)", "empty zipapp", None,
+                  ", -I -S: runpy and zipimport before any code of its own")
+    report_versus("start-up floor (python -I -S)", "python -I -S -c pass", None,
+                  ", no site")
+    if go:
+        report_versus("start-up, Go kubexit", "Go kubexit true", None, ", " + go)
+    report_versus("time to exec", "to exec", EXEC_BOUND,
+                  ", kubexit's start to CMD's first instruction, %s" % probe_name,
+                  against="empty zipapp")
+    report_versus("time to exec, death deps", "to exec, death deps", None,
+                  ", the watch armed after the exec", against="empty zipapp")
     heavy = sorted(name for name in HEAVY if name in names)
     harness.report(
         "start-up heavy imports",

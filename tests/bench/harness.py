@@ -281,6 +281,34 @@ def signal_probe(workdir, python):
     return [python, "-c", SIGNAL_PROBE_PY], "Python sigwaitinfo probe (no C compiler)"
 
 
+START_PROBE_C = r"""
+#include <stdio.h>
+#include <time.h>
+int main(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    printf("%lld\n", (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec);
+    return 0;
+}
+"""
+START_PROBE_PY = "import os, time; os.write(1, b'%d\\n' % time.monotonic_ns())"
+
+
+def start_probe(workdir, python):
+    """argv of a CMD that prints the monotonic ns at which it started."""
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc:
+        source, binary = (
+            os.path.join(workdir, "start_probe.c"),
+            os.path.join(workdir, "start_probe"),
+        )
+        with open(source, "w") as out:
+            out.write(START_PROBE_C)
+        subprocess.run([gcc, "-O2", "-o", binary, source], check=True)
+        return [binary], "C probe"
+    return [python, "-c", START_PROBE_PY], "Python probe (no C compiler)"
+
+
 def write_atomically(directory, name, text):
     temp = os.path.join(directory, ".%s.%d.tmp" % (name, os.getpid()))
     with open(temp, "w") as out:
