@@ -322,12 +322,9 @@ class Lifecycle:
         return policy
 
     def _end(self, status, reason, failed=False):
-        """Step 6: say why, record the death, and hand back the exit status."""
-        if self.deaths is not None:
-            self.deaths.close()  # its inotify fd and lock waits
-        if self.pod is not None:
-            self.loop.remove_reader(self.pod.fileno())
-            self.pod.close(wait=0)  # kubexit is ending: nothing to wait for
+        """Step 6: say why, record the death, and hand back the exit status. The watches
+        close last: closing an inotify fd waits out a kernel grace period (~7 ms), which
+        must not delay the `Died` that siblings wait for."""
         if self.config.exit_code_override is not None:
             status = self.config.exit_code_override
             reason += " (exit status %d set by the exit code override)" % status
@@ -338,6 +335,11 @@ class Lifecycle:
         self.record.exit_code = status
         self._write_tombstone()
         self.liveness.release()
+        if self.deaths is not None:
+            self.deaths.close()  # its inotify fd and lock waits
+        if self.pod is not None:
+            self.loop.remove_reader(self.pod.fileno())
+            self.pod.close(wait=0)  # kubexit is ending: nothing to wait for
         if self.config.quit_urls:
             self._call_quit_urls()
         return status
