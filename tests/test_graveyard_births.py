@@ -242,3 +242,48 @@ def test_graveyard_or_api_either_satisfies(start_kubexit, graveyard, tmp_path):
         api.wait_until(lambda s: s.open_watches == 0, 3)
     finally:
         api.stop()
+
+
+# --- CMD's process, forked before the wait and held short of its exec -------------------
+
+def held_children(proc):
+    """kubexit's live children during the wait that are still its interpreter, not CMD."""
+    from conftest import descendants
+
+    def program(pid):
+        try:
+            return os.readlink("/proc/%d/exe" % pid)
+        except OSError:
+            return None  # gone, or a zombie
+
+    mine = program(proc.pid)
+    return [pid for pid in descendants(proc.pid) if program(pid) == mine]
+
+
+def test_a_terminating_signal_in_the_wait_ends_the_held_child_unexecuted(
+        start_kubexit, graveyard, tmp_path):
+    from conftest import descendants
+
+    marker = tmp_path / "cmd-ran"
+    app = start_dependent(start_kubexit, graveyard, {}, marker)
+    [held] = wait_until(lambda: held_children(app), 5)
+    assert_waiting(app, marker)
+    app.send_signal(signal.SIGTERM)
+    assert app.wait(10) == 128 + 15
+    assert not marker.exists()
+    assert not os.path.exists("/proc/%d" % held), "the held child outlived kubexit"
+    assert descendants(app.pid) == []
+    assert graveyard.record("app")["ExitCode"] == 128 + 15
+
+
+def test_a_held_child_killed_in_the_wait_is_replaced_when_the_deps_are_met(
+        start_kubexit, graveyard, tmp_path):
+    marker = tmp_path / "cmd-ran"
+    app = start_dependent(start_kubexit, graveyard, {}, marker,
+                          KUBEXIT_BIRTH_CONDITION="started")
+    [held] = wait_until(lambda: held_children(app), 5)
+    os.kill(held, signal.SIGKILL)
+    wait_until(lambda: not held_children(app), 5)
+    graveyard.bear("proxy")
+    assert app.wait(10) == 0, "\n".join(app.err.lines)
+    assert marker.exists()
