@@ -128,12 +128,15 @@ def main():
         ]
         go = go_kubexit()
         if go:
-            variants.append(("Go kubexit true", [go, "true"], plain))
+            variants += [("Go kubexit true", [go, "true"], plain),
+                         ("Go kubexit true, death deps", [go, "true"], with_deps)]
         check_runs(variants)
         execs = [
             ("to exec", [python] + flags + [args.pyz] + probe, plain),
             ("to exec, death deps", [python] + flags + [args.pyz] + probe, with_deps),
         ]
+        if go:
+            execs.append(("Go to exec", [go] + probe, plain))
         times = {label: [] for label, _, _ in variants + execs}
         for _ in range(5):
             for _label, argv, env in variants:
@@ -184,11 +187,16 @@ def main():
                   ", no site")
     if go:
         report_versus("start-up, Go kubexit", "Go kubexit true", None, ", " + go)
+        report_versus("start-up with death deps, Go kubexit", "Go kubexit true, death deps",
+                      None, "")
     report_versus("time to exec", "to exec", EXEC_BOUND,
                   ", kubexit's start to CMD's first instruction, %s" % probe_name,
                   against="empty zipapp")
     report_versus("time to exec, death deps", "to exec, death deps", None,
                   ", the watch armed after the exec", against="empty zipapp")
+    if go:
+        report_versus("time to exec, Go kubexit", "Go to exec", None, "",
+                      against="empty zipapp")
     heavy = sorted(name for name in HEAVY if name in names)
     harness.report(
         "start-up heavy imports",
