@@ -243,7 +243,12 @@ def inject_template(template, where, options, warn, default=True):
     waited_sidecars = [name for name in sidecars if name not in skip]
     probes = {name: readiness_probe(containers[name], where, warn) for name in sidecars}
     for name in sidecars:
-        if name in skip and probes[name] is None:
+        if name in skip and (probes[name] or "").startswith("exec:"):
+            warn("%s: sidecar %s is in %s and its readinessProbe is exec, which runs in its "
+                 "own container: the others cannot run it, and do not wait for it; give it an "
+                 "httpGet or tcpSocket probe" % (where, name, SKIP))
+            probes[name] = None
+        elif name in skip and probes[name] is None:
             warn("%s: sidecar %s is in %s and has no readinessProbe: the others do not wait "
                  "for it" % (where, name, SKIP))
     if len(mains) > 1 and quit_urls:

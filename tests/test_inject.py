@@ -396,3 +396,12 @@ def test_the_manifest_modes_load_their_modules_only_when_used(pyz, kubexit_pytho
                if line.startswith("import time:")}
     assert {"kubexit.manifests", "kubexit.inject", "kubexit.check", "json"} <= modules
     assert "kubexit.webhook" not in modules and "ssl" not in modules
+
+
+def test_a_skipped_sidecars_exec_probe_is_not_run_from_the_others(inject):
+    envoy = {"name": "envoy", "image": "envoy:1",
+             "readinessProbe": {"exec": {"command": ["envoy-ready"]}}}
+    [out] = inject([workload("Job", pod_template(
+        {"kubexit/sidecars": "envoy", "kubexit/skip": "envoy"},
+        containers=[main_container(), envoy]))], expect_warning=True)
+    assert "KUBEXIT_WAIT_FOR" not in env_of(container(template_of(out), "main"))
