@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Build dist/kubexit.pyz: one executable file, byte-for-byte reproducible.
 
-Each module goes in as source and as bytecode compiled by this interpreter (unchecked
-hash-based .pyc, PEP 552, so no timestamps): an interpreter of the same minor version
-starts from bytecode. `--bytecode-for PYTHON...` adds, under bytecode/X.Y/, the bytecode
-of other CPython versions (compiled by those interpreters; deflated), which __main__
-puts first on sys.path: without it a version compiles every module it imports at each
-start (about 14 ms for the supervising path). Any other CPython 3.8+ falls back to the
-source. Entries have a fixed date, mode and order, so the same source and the same
-interpreters give the same sha256.
+The package goes in as source, and as one code table per CPython version, compiled by
+that interpreter (this one, and each `--bytecode-for PYTHON`): the entry `bytecode/X.Y`,
+that version's bytecode magic number, the length of the index (4 bytes, little-endian),
+the index (marshalled {module name: (offset, length)}), then each module's marshalled
+code at its offset. __main__ imports kubexit from its version's table: one read,
+where zipimport would open the archive for each module and parse the directory entry of
+every file of every version at each start. A version without a table compiles every
+module it imports from source at each start (about 14 ms for the supervising path).
+Entries have a fixed date, mode and order, so the same source and the same interpreters
+give the same sha256.
 """
 
 import argparse
@@ -32,33 +34,41 @@ def bytecode(source, filename):
     return header + importlib.util.source_hash(source) + marshal.dumps(code)
 
 
-# Run by another interpreter: {name: source bytes} on stdin (marshal), {name: pyc} out.
-COMPILE_ELSEWHERE = """
+# Run by each interpreter: {archive name: source} on stdin (marshal version 2, which
+# 3.8 reads), [[major, minor], code table] out, in that interpreter's own marshal.
+COMPILE_TABLE = """
 import importlib.util, marshal, sys
 sources = marshal.loads(sys.stdin.buffer.read())
-header = importlib.util.MAGIC_NUMBER + (1).to_bytes(4, "little")
-out = {name: header + importlib.util.source_hash(source)
-       + marshal.dumps(compile(source, name, "exec", dont_inherit=True))
-       for name, source in sources.items()}
-sys.stdout.buffer.write(marshal.dumps([list(sys.version_info[:2]), out]))
+index, codes, offset = {}, [], 0
+for name, source in sorted(sources.items()):
+    module = name[:-3].replace("/", ".")
+    if module.endswith(".__init__"):
+        module = module[:-len(".__init__")]
+    code = marshal.dumps(compile(source, name, "exec", dont_inherit=True))
+    index[module] = (offset, len(code))
+    codes.append(code)
+    offset += len(code)
+head = marshal.dumps(index)
+table = importlib.util.MAGIC_NUMBER + len(head).to_bytes(4, "little") + head + b"".join(codes)
+sys.stdout.buffer.write(marshal.dumps([list(sys.version_info[:2]), table]))
 """
 
 
-def other_bytecode(pythons, sources):
-    """{(major, minor): {name: pyc}} from each interpreter in `pythons` (3.8+, one per
-    minor version, the building one's left out: its bytecode is in the archive's root)."""
+def code_tables(pythons, package):
+    """{(major, minor): code table} of the package's modules, one per minor version of
+    the interpreters in `pythons` (3.8+; the first of a version wins)."""
     found = {}
     for python in pythons:
-        result = subprocess.run([python, "-I", "-S", "-c", COMPILE_ELSEWHERE],
-                                input=marshal.dumps(sources, 2), capture_output=True,
+        result = subprocess.run([python, "-I", "-S", "-c", COMPILE_TABLE],
+                                input=marshal.dumps(package, 2), capture_output=True,
                                 env=dict(os.environ, PYTHONHASHSEED="0"), check=False)
         if result.returncode != 0:
             sys.exit("build_zipapp: %s cannot compile kubexit: %s"
                      % (python, result.stderr.decode(errors="replace").strip()[-300:]))
-        version, pycs = marshal.loads(result.stdout)
+        version, table = marshal.loads(result.stdout)
         version = tuple(version)
-        if version >= (3, 8) and version != sys.version_info[:2] and version not in found:
-            found[version] = pycs
+        if version >= (3, 8) and version not in found:
+            found[version] = table
     return found
 
 
@@ -73,41 +83,42 @@ def entries():
             yield "kubexit/" + name, file.read()
 
 
-def add(archive, arcname, data, compress=zipfile.ZIP_STORED):
+def add(archive, arcname, data):
+    """Stored, not deflated: inflating costs every start more than the bytes it saves."""
     info = zipfile.ZipInfo(arcname, FIXED_DATE)
     info.external_attr = 0o644 << 16
     info.create_system = 3
-    info.compress_type = compress
     archive.writestr(info, data)
 
 
 def build(output, pythons=()):
+    """The pyz at `output` with code tables for this interpreter and `pythons`;
+    (sha256, the versions that have a table)."""
     os.makedirs(os.path.dirname(output), exist_ok=True)
     temporary = output + ".tmp"
     sources = dict(entries())
-    others = other_bytecode(pythons, sources)
+    package = {name: source for name, source in sources.items() if name.startswith("kubexit/")}
+    tables = code_tables([sys.executable] + list(pythons), package)
     with open(temporary, "wb") as raw:
         raw.write(SHEBANG)
         with zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as archive:
-            for name, source in sources.items():
+            add(archive, "__main__.py", sources["__main__.py"])
+            add(archive, "__main__.pyc", bytecode(sources["__main__.py"], "__main__.py"))
+            for name, source in package.items():
                 add(archive, name, source)
-                add(archive, name[:-3] + ".pyc", bytecode(source, name))
-            for version in sorted(others):
-                for name, pyc in sorted(others[version].items()):
-                    if name.startswith("kubexit/"):
-                        add(archive, "bytecode/%d.%d/%s" % (version + (name[:-3] + ".pyc",)),
-                            pyc, zipfile.ZIP_DEFLATED)
+            for version in sorted(tables):
+                add(archive, "bytecode/%d.%d" % version, tables[version])
     os.chmod(temporary, 0o755)
     os.replace(temporary, output)
     with open(output, "rb") as file:
-        return hashlib.sha256(file.read()).hexdigest(), set(others)
+        return hashlib.sha256(file.read()).hexdigest(), set(tables)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--output", default=os.path.join(ROOT, "dist", "kubexit.pyz"))
     parser.add_argument("--bytecode-for", nargs="*", default=[], metavar="PYTHON",
-                        help="other CPython interpreters whose bytecode to add")
+                        help="other CPython interpreters to add a code table for")
     args = parser.parse_args()
     if os.environ.get("PYTHONHASHSEED") != "0":
         # Frozenset constants are marshalled in hash order: pin it for reproducibility.
@@ -116,7 +127,7 @@ def main():
     digest, versions = build(args.output, args.bytecode_for)
     print("%s  %s  (bytecode for Python %s)" % (
         digest, os.path.relpath(args.output),
-        ", ".join("%d.%d" % v for v in sorted(versions | {sys.version_info[:2]}))))
+        ", ".join("%d.%d" % v for v in sorted(versions))))
 
 
 if __name__ == "__main__":

@@ -21,11 +21,70 @@ if sys.version_info < (3, 8):  # noqa: UP036 (the gate is for those older ones)
         pass
     sys.exit(2)
 
-# In the pyz: this interpreter's own bytecode, when the build added it (build_zipapp.py
-# --bytecode-for), is found before the archive's root; without it, the root's.
+
+class CodeTable:
+    """Imports kubexit's modules from the pyz's code table for this interpreter (the
+    entry `bytecode/X.Y`, see build_zipapp.py): one read of the archive, where zipimport
+    would open it for each module and parse, at each start, the directory entries of
+    every file for every version. Each module is unmarshalled from its slice of the
+    read, only when imported."""
+
+    def __init__(self, sources, table):
+        self.sources = sources    # the pyz's zipimporter: the modules' source, for tracebacks
+        size = int.from_bytes(table[4:8], "little")
+        import marshal
+
+        self.index = marshal.loads(table[8:8 + size])   # name -> (offset, length)
+        self.codes = table[8 + size:]
+
+    def __repr__(self):
+        return "<CodeTable %s/bytecode/%d.%d>" % ((self.sources.archive,)
+                                                   + tuple(sys.version_info[:2]))
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.index:
+            return None
+        from importlib.machinery import ModuleSpec  # imported already by runpy
+
+        package = name == "kubexit"
+        where = "%s/%s" % (self.sources.archive, name.replace(".", "/"))
+        spec = ModuleSpec(name, self, is_package=package,
+                          origin=where + ("/__init__.py" if package else ".py"))
+        if package:
+            spec.submodule_search_locations = [where]
+        spec.has_location = True
+        return spec
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        import marshal
+
+        offset, length = self.index[module.__name__]
+        exec(marshal.loads(self.codes[offset:offset + length]), module.__dict__)
+
+    def get_source(self, name):
+        return self.sources.get_source(name)
+
+
+def use_code_table(loader):
+    """Put this interpreter's table first, when the pyz was built with one; without it,
+    zipimport compiles the archive's sources at each start."""
+    import importlib.util  # imported already by runpy
+
+    try:
+        table = loader.get_data("%s/bytecode/%d.%d" % ((loader.archive,)
+                                                      + tuple(sys.version_info[:2])))
+    except OSError:
+        return
+    table = memoryview(table)  # slices without copies
+    if table[:4] == importlib.util.MAGIC_NUMBER:
+        sys.meta_path.insert(0, CodeTable(loader, table))
+
+
 if getattr(__loader__, "archive", None):  # noqa: F821 (set by the import system)
-    sys.path.insert(0, "%s/bytecode/%d.%d" % ((__loader__.archive,)  # noqa: F821
-                                              + tuple(sys.version_info[:2])))
+    use_code_table(__loader__)  # noqa: F821
 
 from kubexit.cli import main  # noqa: E402
 

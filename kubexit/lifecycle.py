@@ -51,6 +51,8 @@ class Lifecycle:
         self.loop.catch_signals(self._on_signal, TERMINAL_STOPS if take_terminal else ())
         if self.config.death_deps:
             self._scan_death_deps()
+        if self.ending is None:
+            self._adopt_orphans()
         if self.ending is None and (self.config.birth_deps or self.config.wait_for):
             # Forked now, exec'd when the deps are met: a fork after the API client and
             # its thread are loaded costs ~2.5 ms more, between the news and CMD.
@@ -63,7 +65,7 @@ class Lifecycle:
             return self._end(*self.ending)
         born = utc_timestamp()
         try:
-            pid = self.child.spawn(take_terminal, meanwhile=self._become_subreaper)
+            pid = self.child.spawn(take_terminal)
         except SpawnError as err:
             return self._end(err.status, str(err), failed=True)
         # CMD first, the bookkeeping after: the lock is still taken before Born is
@@ -87,10 +89,11 @@ class Lifecycle:
             self.loop.run_until(lambda: self.child.alone)
         return self._end(status, reason)
 
-    def _become_subreaper(self):
-        """While CMD execs: the prctl costs ~1 ms with loading _ctypes (none as PID 1), and a
-        process of CMD's orphaned before it ends would have to be forked, and its parent
-        gone, within that time."""
+    def _adopt_orphans(self):
+        """Become a subreaper before CMD's process exists: a shell that backgrounds a
+        process and exits orphans it within a millisecond of its exec. The prctl costs
+        ~0.5 ms (loading _ctypes; none as PID 1), done before the fork rather than beside
+        the exec, where the child waits for kubexit's core and pays copy-on-write faults."""
         if not become_subreaper():
             self.log.warn("cannot become a child subreaper: processes that leave CMD's "
                           "process group may outlive it")

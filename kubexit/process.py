@@ -148,9 +148,11 @@ class Child:
             except ChildProcessError:
                 pass  # reap() was first
 
-    def spawn(self, take_terminal, meanwhile=None):
-        """Start CMD: let the held child exec, or fork one now; `meanwhile` runs in kubexit
-        while the child execs (two cores do both at once), before the outcome is known."""
+    def spawn(self, take_terminal):
+        """Start CMD: let the held child exec, or fork one now; back once it has exec'd.
+
+        kubexit only waits here: the child, forked onto kubexit's core, runs when kubexit
+        blocks, and any work done before that delays the exec and pays copy-on-write faults."""
         held, self._held = self._held, None
         if held is not None and self._held_gone:
             os.close(held[1])
@@ -164,8 +166,6 @@ class Child:
                 os.close(go)
         else:
             pid, errors = self._fork(take_terminal)
-        if meanwhile is not None:
-            meanwhile()
         with open(errors, "rb") as pipe:
             failure = pipe.read()
         if failure:

@@ -1,7 +1,7 @@
 """Start-up per CPython version: `PY -I -S kubexit.pyz true` against `PY -c pass` for every
-interpreter found (pyenv's 3.8+ and /usr/bin/python3), with the pyz as built (bytecode for
-each version it was given) and with the archive root's bytecode alone, so that other
-versions compile every module they import at each start: the difference is that cost.
+interpreter found (pyenv's 3.8+ and /usr/bin/python3), with the pyz as built (a code table
+for each version it was given) and with the measuring interpreter's table alone, so that
+other versions compile every module they import at each start: the difference is that cost.
 """
 
 import glob
@@ -31,9 +31,9 @@ def interpreters(measured):
     return found
 
 
-def root_only_pyz(directory):
-    """The pyz with the build interpreter's bytecode alone."""
-    target = os.path.join(directory, "root-only.pyz")
+def single_table_pyz(directory):
+    """The pyz with this interpreter's code table alone."""
+    target = os.path.join(directory, "single-table.pyz")
     subprocess.run([sys.executable, os.path.join(harness.REPO, "build_zipapp.py"), "-o", target],
                    check=True, capture_output=True)
     return target
@@ -53,12 +53,12 @@ def main():
     harness.announce("bench_versions", args.python)
     with harness.Workspace() as space, tempfile.TemporaryDirectory() as build_dir:
         env = harness.kubexit_env(space.graveyard)
-        bare = root_only_pyz(build_dir)
+        bare = single_table_pyz(build_dir)
         for version, python in interpreters(args.python):
             variants = {
                 "pass": [python, "-c", "pass"],
                 "shipped": [python, "-I", "-S", args.pyz, "true"],
-                "root only": [python, "-I", "-S", bare, "true"],
+                "one table": [python, "-I", "-S", bare, "true"],
             }
             times = {label: [] for label in variants}
             for argv in variants.values():
@@ -68,11 +68,11 @@ def main():
                     times[label].append(run_ms(argv, env))
             value = harness.median(times["shipped"])
             base = harness.median(times["pass"])
-            compiled = harness.median(times["root only"]) - value
+            compiled = harness.median(times["one table"]) - value
             harness.report(
                 "start-up on %s" % version, value, "ms", "python -c pass", base, "-", None,
                 value / base,
-                note="%d runs, %s; the root's bytecode alone: %+.2f ms (compiling)" % (
+                note="%d runs, %s; without its table: %+.2f ms (compiling)" % (
                     ROUNDS, python, compiled))
 
 
