@@ -4,6 +4,7 @@ The version gate comes first and parses on any Python, so that an image whose py
 too old gets one line that says so instead of a traceback.
 """
 
+import marshal
 import sys
 
 if sys.version_info < (3, 8):  # noqa: UP036 (the gate is for those older ones)
@@ -32,8 +33,6 @@ class CodeTable:
     def __init__(self, sources, table):
         self.sources = sources    # the pyz's zipimporter: the modules' source, for tracebacks
         size = int.from_bytes(table[4:8], "little")
-        import marshal
-
         self.index = marshal.loads(table[8:8 + size])   # name -> (offset, length)
         self.codes = table[8 + size:]
 
@@ -59,8 +58,6 @@ class CodeTable:
         return None
 
     def exec_module(self, module):
-        import marshal
-
         offset, length = self.index[module.__name__]
         exec(marshal.loads(self.codes[offset:offset + length]), module.__dict__)
 

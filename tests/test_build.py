@@ -50,11 +50,13 @@ def test_modules_come_from_the_code_table_and_keep_their_source(tmp_path):
               "try:\n    runpy.run_path(sys.argv.pop(), run_name='__main__')\n"
               "except SystemExit:\n    pass\n"
               "from kubexit import cli\n"
+              "print(cli.__loader__, file=sys.stderr)\n"
               "try:\n    cli.failed_start(1, None)\n"
               "except AttributeError:\n    traceback.print_exc()\n")
     result = subprocess.run([sys.executable, "-I", "-S", "-c", script.replace(
         "sys.argv.pop()", repr(str(output)))], capture_output=True, text=True, timeout=20,
         env=clean_environment())
+    assert "<CodeTable " in result.stderr, result.stderr
     assert "target = failed_start_record(environ)" in result.stderr, result.stderr
 
 
