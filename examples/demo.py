@@ -71,6 +71,22 @@ def free_port():
         return probe.getsockname()[1]
 
 
+def kill_session(leader):
+    """SIGKILL every process of the session `leader` leads (a container's processes: its
+    kubexit and CMD's process group), as the kubelet kills a container's whole cgroup."""
+    for entry in os.listdir("/proc"):
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as stat:
+                session = int(stat.read().rsplit(b")", 1)[1].split()[3])
+        except (OSError, ValueError, IndexError):
+            continue
+        if session == leader:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
 class Pod:
     """Containers as processes sharing one graveyard; their output as one timeline. A
     container is restarted as the kubelet would under the pod's restartPolicy."""
@@ -82,8 +98,9 @@ class Pod:
         self.processes = {}
         self.statuses = {}
         self.lines = []
-        self.lock = threading.Lock()
+        self.lock = threading.Condition()  # over lines; notified with each new one
         self.threads = []
+        self.finishing = False   # once set, nothing is restarted
 
     def run(self, name, argv, **env):
         environ = dict(os.environ, KUBEXIT_NAME=name, KUBEXIT_GRAVEYARD=self.graveyard,
@@ -109,37 +126,42 @@ class Pod:
             status = self.statuses[name] = process.wait()
             if self.restart_policy != "OnFailure" or status == 0:
                 return
+            with self.lock:
+                if self.finishing:
+                    return
+                process = self._spawn(name, argv, environ)
             self._say("kubelet", "%s exited with %d: restarting it (restartPolicy OnFailure)"
                       % (name, status))
-            process = self._spawn(name, argv, environ)
 
     def _say(self, name, line):
         with self.lock:
             self.lines.append((name, line))
+            self.lock.notify_all()
             print("%8.1f ms  %-8s %s" % ((time.monotonic() - self.start) * 1000, name, line),
                   flush=True)
 
     def wait_for_line(self, name, text, timeout=10):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with self.lock:
-                if any(n == name and text in line for n, line in self.lines):
-                    return True
-            time.sleep(0.01)
-        return False
+        with self.lock:
+            return self.lock.wait_for(lambda: self.said(name, text), timeout)
 
-    def finish(self, timeout=30):
-        """Each container's last exit status, once none will be restarted."""
+    def finish(self, timeout=20):
+        """Each container's last exit status, once none will be restarted; after the
+        timeout, what is still running is named and SIGKILLed (and never restarted)."""
         deadline = time.monotonic() + timeout
         try:
             for thread in self.threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
             return dict(self.statuses)
         finally:
-            for process in self.processes.values():
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait()
+            with self.lock:
+                self.finishing = True
+                running = [name for name, process in self.processes.items()
+                           if process.poll() is None]
+            if running:
+                self._say("demo", "still running after %ds, killed: %s"
+                          % (timeout, ", ".join(running)))
+            for name in running:
+                kill_session(self.processes[name].pid)
             for thread in self.threads:
                 thread.join()
 
@@ -171,13 +193,31 @@ def job_with_sidecars(graveyard):
     show_graveyard(graveyard)
     with open(os.path.join(graveyard, "job")) as file:
         print("\n%s/job:\n%s" % (graveyard, file.read().rstrip()))
-    with pod.lock:
-        order = [(n, line) for n, line in pod.lines if "SIGTERM, bye" in line
-                 or line.startswith(("job: first run", "job: done"))]
+    # Judged by what each kubexit wrote and said, not by the order in which the demo read
+    # their pipes: each sidecar kept running through the job's failure and was stopped by
+    # its final exit, and each container was born after its birth dep's Ready.
+    proxy, app, job = (tombstone(graveyard, name) for name in ("proxy", "app", "job"))
     return (statuses == {"proxy": 0, "app": 0, "job": 0}
-            and pod.said("job", "got '[HELLO]'")
-            and [n for n, _ in order] in (["job", "job", "proxy", "app"],
-                                          ["job", "job", "app", "proxy"]))
+            and pod.said("job", "got '[HELLO]'") and job.get("Restarts") == "1"
+            and instant(proxy["Ready"]) < instant(app["Born"])
+            and instant(app["Ready"]) < instant(job["Born"])
+            and all(pod.said(sidecar, "CMD keeps running dep=job")
+                    and pod.said(sidecar, 'death dependency "job" died with exit code 0: '
+                                          "stopping CMD")
+                    and pod.said(sidecar, "SIGTERM, bye") for sidecar in ("proxy", "app")))
+
+
+def tombstone(graveyard, name):
+    """A tombstone's keys and values, as kubexit writes them (`Key: "value"` lines)."""
+    with open(os.path.join(graveyard, name)) as file:
+        return dict((key, value.strip().strip('"')) for key, _, value in
+                    (line.partition(":") for line in file if ":" in line))
+
+
+def instant(text):
+    """An RFC 3339 UTC time, comparable whatever its number of fractional digits."""
+    whole, _, fraction = text.rstrip("Z").partition(".")
+    return whole, fraction.ljust(9, "0")
 
 
 def crash(graveyard):
@@ -188,8 +228,10 @@ def crash(graveyard):
                         "exit 0' TERM; while :; do sleep 0.1; done"],
             KUBEXIT_DEATH_DEPS="worker")
     try:
-        if not (pod.wait_for_line("worker", "working")
-                and pod.wait_for_line("sidecar", "running")):
+        # "started CMD" comes once Born is written and the lock taken: a container killed
+        # before that leaves nothing in the graveyard to go by (README, Crashes).
+        if not all(pod.wait_for_line(*said) for said in (
+                ("worker", "working"), ("worker", "started CMD"), ("sidecar", "running"))):
             return False
         with pod.lock:
             said = [line for n, line in pod.lines if n == "worker" and "worker: pid" in line]
