@@ -14,14 +14,13 @@ The lock file is a dot-file, which the Go kubexit and `--inspect` ignore, and is
 removed: deleting a lock file that someone may be waiting on would split the lock in two.
 """
 
-import _signal
 import fcntl
 import os
 import stat
 import time
 
 from kubexit import tombstone
-from kubexit.loop import catchable_signals
+from kubexit.loop import start_thread
 
 # Busy means a watcher reading the tombstone (microseconds) or another live kubexit of
 # the same name (forever): wait long enough for the first, not forever for the second.
@@ -132,14 +131,8 @@ class LockWait:
         self.closed = False
         self._read_end, self._write_end = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         loop.add_reader(self._read_end, self._freed)
-        thread = threading.Thread(target=self._wait, args=(fd,), name="kubexit-lock-wait",
-                                  daemon=True)
-        # Born with every signal blocked: they stay with the main thread and its wakeup fd.
-        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, catchable_signals())
-        try:
-            thread.start()
-        finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+        start_thread(threading.Thread(target=self._wait, args=(fd,), name="kubexit-lock-wait",
+                                      daemon=True))
 
     def _wait(self, fd):
         try:

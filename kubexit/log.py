@@ -4,6 +4,7 @@ Written with os.write on fd 2 so that a line is one system call (never interleav
 with CMD's output mid-line) and no buffering survives a fork or an exit.
 """
 
+import _signal
 import os
 import time
 
@@ -85,8 +86,23 @@ def write_termination_message(path, line, log):
 
 
 def write_stderr(line):
-    """Write one line; a closed or broken stderr must never stop the supervisor."""
+    """Write one line; a closed or broken stderr must never stop the supervisor, nor
+    signal CMD."""
     try:
-        os.write(2, (line + "\n").encode("utf-8", "backslashreplace"))
+        write_without_sigpipe(2, (line + "\n").encode("utf-8", "backslashreplace"))
     except OSError:
         pass
+
+
+def write_without_sigpipe(fd, data):
+    """os.write to a pipe of kubexit's own: a reader gone is BrokenPipeError only. The
+    SIGPIPE that the write raised is taken back before the loop could forward it to CMD
+    as though someone had sent it."""
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, (_signal.SIGPIPE,))
+    try:
+        return os.write(fd, data)
+    except BrokenPipeError:
+        _signal.sigtimedwait((_signal.SIGPIPE,), 0)
+        raise
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)

@@ -17,6 +17,18 @@ def catchable_signals():
     return sorted(s for s in _signal.valid_signals() if s not in UNCATCHABLE)
 
 
+def start_thread(thread):
+    """Start a thread of kubexit's with every signal blocked in it: signals stay with the
+    main thread and its wakeup fd, and a SIGPIPE from the thread's own write to a closed
+    socket stays pending there instead of reaching CMD."""
+    mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, catchable_signals())
+    try:
+        thread.start()
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+    return thread
+
+
 def _ignore_in_handler(signum, frame):
     """The wakeup fd carries the news; the Python-level handler has nothing to do."""
 

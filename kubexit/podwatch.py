@@ -9,7 +9,6 @@ PodFollower runs it in one daemon thread for every reader of the pod in this kub
 deps, KUBEXIT_WATCH_POD, the restart policy): one list and one watch, whatever reads it.
 """
 
-import _signal
 import json
 import os
 import random
@@ -28,7 +27,7 @@ from kubexit.apiclient import (
     status_error,
 )
 from kubexit.http11 import Transient
-from kubexit.loop import catchable_signals
+from kubexit.loop import start_thread
 from kubexit.pod import restart_policies
 
 WATCH_TIMEOUT_SECONDS = 300
@@ -95,12 +94,7 @@ class PodFollower:
             return not self._subscribers
 
     def _start(self):
-        """The thread is born with every signal blocked: they stay with the main thread."""
-        mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, catchable_signals())
-        try:
-            self._thread.start()
-        finally:
-            _signal.pthread_sigmask(_signal.SIG_SETMASK, mask)
+        start_thread(self._thread)
 
     def fileno(self):
         return self._read_fd

@@ -19,6 +19,7 @@ import threading
 import time
 
 from kubexit.config import PROBE_SHELL
+from kubexit.loop import catchable_signals, start_thread
 
 # As Kubernetes' timeoutSeconds default: a probe that has not answered in 1s has failed.
 ATTEMPT_TIMEOUT = 1.0
@@ -96,8 +97,6 @@ def attempt_exec(probe, timeout, prober):
     """Exit status 0 passes; output is discarded; the whole session dies at the timeout."""
     import select
 
-    from kubexit.loop import catchable_signals
-
     read_fd, write_fd = os.pipe()
     if write_fd == STATUS_FD:  # dup2 onto itself would keep close-on-exec
         write_fd = os.dup(STATUS_FD)
@@ -159,8 +158,8 @@ class Prober:
         self._read_fd, self._write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         loop.add_reader(self._read_fd, self._drain)
         for probe in probes:
-            threading.Thread(target=self._probe, args=(probe,), name="kubexit-probe",
-                             daemon=True).start()
+            start_thread(threading.Thread(target=self._probe, args=(probe,),
+                                          name="kubexit-probe", daemon=True))
 
     @property
     def all_passed(self):

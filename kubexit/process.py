@@ -18,6 +18,7 @@ import os
 import time
 import warnings
 
+from kubexit.log import write_without_sigpipe
 from kubexit.loop import catchable_signals
 
 _SIGNAL_NAMES = {}
@@ -154,17 +155,21 @@ class Child:
         kubexit only waits here: the child, forked onto kubexit's core, runs when kubexit
         blocks, and any work done before that delays the exec and pays copy-on-write faults."""
         held, self._held = self._held, None
-        if held is not None and self._held_gone:
-            os.close(held[1])
-            os.close(held[2])
-            held = None
         if held is not None:
             pid, errors, go = held
             try:
-                os.write(go, b"!")
+                if not self._held_gone:
+                    write_without_sigpipe(go, b"!")
+            except BrokenPipeError:
+                # Killed since the last reap: it is a zombie now, reaped here.
+                os.waitpid(pid, 0)
+                self._held_gone = True
             finally:
                 os.close(go)
-        else:
+            if self._held_gone:
+                os.close(errors)
+                held = None
+        if held is None:
             pid, errors = self._fork(take_terminal)
         with open(errors, "rb") as pipe:
             failure = pipe.read()

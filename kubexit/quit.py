@@ -11,6 +11,8 @@ import os
 import threading
 import time
 
+from kubexit.loop import start_thread
+
 QUIT_BUDGET = 5.0
 ATTEMPT_TIMEOUT = 2.0
 RETRY_PAUSE = 0.2
@@ -41,8 +43,8 @@ class QuitCalls:
         loop.add_reader(self._read_fd, self._drain)
         self._timer = loop.call_later(QUIT_BUDGET, self._give_up)
         for url in urls:
-            threading.Thread(target=self._call, args=(url,), name="kubexit-quit",
-                             daemon=True).start()
+            start_thread(threading.Thread(target=self._call, args=(url,), name="kubexit-quit",
+                                          daemon=True))
 
     @property
     def finished(self):

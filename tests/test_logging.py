@@ -77,3 +77,22 @@ def test_death_dep_stop_is_logged_on_stderr_only(start_kubexit, graveyard):
     assert any("job" in line for line in lines), "the stop should name the dep: %r" % lines
     for line in lines:
         assert "kubexit[web]" in line, line
+
+
+def test_a_broken_stderr_neither_stops_kubexit_nor_signals_cmd(start_kubexit, graveyard):
+    """Writing to a pipe nobody reads raises SIGPIPE in the writer: kubexit's own log lines
+    must not pass that on to CMD, which would die of it (exit 141)."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = start_kubexit(base_env(graveyard, KUBEXIT_LOG_LEVEL="debug"),
+                             signal_child_argv("catch-all"), stderr=write_end)
+    finally:
+        os.close(write_end)
+    proc.out.wait_for("ready")
+    proc.stdin.close()   # CMD exits 0 at EOF, after any signal it got
+    assert proc.wait(10) == 0
+    assert proc.out.text() == "ready\n", "CMD got a signal from kubexit"
+    assert "ExitCode: 0" in graveyard.read("web")
