@@ -3,14 +3,17 @@
 The API server POSTs an admission.k8s.io/v1 AdmissionReview for each pod created; a pod
 annotated kubexit/inject: "true" gets --inject's changes back as a JSONPatch, one with a
 bad kubexit/ annotation is refused with the message kubectl shows. TLS is done in each
-connection's own thread, so a slow client never holds up the others; SIGTERM stops
-accepting, lets the requests in progress finish, and exits 0.
+connection's own thread, so a slow client never holds up the others, and at most
+MAX_CONNECTIONS threads exist; the certificate is reloaded when its files change (a Secret
+volume's update, a renewal); SIGTERM stops accepting, lets the requests in progress finish,
+and exits 0.
 """
 
 import base64
 import copy
 import http.server
 import json
+import os
 import signal
 import socket
 import ssl
@@ -23,6 +26,7 @@ from kubexit.manifests import ManifestError
 
 MAX_BODY = 3 * 1024 * 1024      # the API server's own limit on a request
 CONNECTION_TIMEOUT = 10.0       # handshake, and each read on a connection
+MAX_CONNECTIONS = 64            # the API server keeps a few; a flood waits in the backlog
 DRAIN_TIMEOUT = 10.0
 PATCHED_FIELDS = ("initContainers", "containers", "volumes")
 
@@ -90,6 +94,55 @@ def mutate(pod, where, options, response):
         response["warnings"] = [w[len(where) + 2:] if w.startswith(where) else w
                                 for w in warnings]
     return "injected (%d patch operations)" % len(operations)
+
+
+class Certificate:
+    """The serving pair, as loaded from --cert and --key, and loaded again at the first
+    handshake after either file changed. A pair that does not load (a renewal caught
+    between its two files) is said once and the previous one served until the next change."""
+
+    def __init__(self, cert, key):
+        self.paths = (cert, key)
+        self.lock = threading.Lock()
+        self.seen = self._signature()
+        try:
+            self.context = self._load()
+        except (OSError, ssl.SSLError) as err:
+            raise ManifestError("--cert %s --key %s: cannot load them: %s" % (
+                cert, key, getattr(err, "strerror", None) or err)) from None
+
+    def _signature(self):
+        """What tells a changed file: a Secret volume swaps a symlink, an editor renames."""
+        found = []
+        for path in self.paths:
+            try:
+                s = os.stat(path)
+            except OSError:
+                found.append(None)
+            else:
+                found.append((s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns))
+        return tuple(found)
+
+    def _load(self):
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(*self.paths)
+        return context
+
+    def context_now(self):
+        with self.lock:
+            now = self._signature()
+            if now != self.seen:
+                self.seen = now
+                try:
+                    self.context = self._load()
+                except (OSError, ssl.SSLError) as err:
+                    say("--cert %s --key %s changed but cannot be loaded (%s): still serving "
+                        "the previous certificate" % (self.paths + (
+                            getattr(err, "strerror", None) or err,)))
+                else:
+                    say("--cert %s --key %s changed: serving the new certificate" % self.paths)
+            return self.context
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -162,18 +215,47 @@ class Busy:
 
 class Server(http.server.ThreadingHTTPServer):
     daemon_threads = True   # an idle keep-alive connection must not hold up the exit
+    request_queue_size = socket.SOMAXCONN   # socketserver's 5 drops a burst's handshakes
 
-    def __init__(self, address, family, context, options):
+    def __init__(self, address, family, certificate, options):
         self.address_family = family
-        self.context = context
+        self.certificate = certificate
         self.options = options
         self.busy = Busy()
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.full = False   # said once each time every slot is taken
         super().__init__(address, Handler)
+
+    def process_request(self, request, client_address):
+        """In the accept thread: a connection's thread once one of MAX_CONNECTIONS is free;
+        meanwhile new clients wait in the listen backlog."""
+        if not self.slots.acquire(blocking=False):
+            if not self.full:
+                self.full = True
+                say("%d connections open: new ones wait until one closes" % MAX_CONNECTIONS)
+            if not self.slots.acquire(timeout=CONNECTION_TIMEOUT):
+                say("no connection closed in %gs: dropped one from %s"
+                    % (CONNECTION_TIMEOUT, client_address[0]))
+                self.shutdown_request(request)
+                return
+        else:
+            self.full = False
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def finish_request(self, request, client_address):
         request.settimeout(CONNECTION_TIMEOUT)
         try:
-            connection = self.context.wrap_socket(request, server_side=True)
+            connection = self.certificate.context_now().wrap_socket(request, server_side=True)
         except (OSError, ssl.SSLError):
             return   # a failed handshake is the client's problem, not the server's
         try:
@@ -204,17 +286,11 @@ def serve(values):
     if "--cert" not in values or "--key" not in values:
         raise ManifestError("needs --cert FILE and --key FILE (the serving certificate, PEM)")
     family, address = parse_listen(values.get("--listen") or "0.0.0.0:8443")
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(values["--cert"], values["--key"])
-    except (OSError, ssl.SSLError) as err:
-        raise ManifestError("--cert %s --key %s: cannot load them: %s" % (
-            values["--cert"], values["--key"], getattr(err, "strerror", None) or err)) from None
+    certificate = Certificate(values["--cert"], values["--key"])
     stopping = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)   # every thread leaves them to sigwait
     try:
-        server = Server(address, family, context,
+        server = Server(address, family, certificate,
                         Options(values.get("--image"), values.get("--python")))
     except OSError as err:
         raise ManifestError("--listen %s: cannot listen there: %s" % (

@@ -13,6 +13,7 @@ import ssl
 
 import jsonpatch
 import pytest
+from kube.certs import Certs, make_certs
 
 SERVING = re.compile(r"serving https://127\.0\.0\.1:(\d+) ")
 
@@ -217,3 +218,78 @@ def test_the_example_installation_serves_with_its_own_certificate(start_kubexit,
     with context.wrap_socket(raw, server_hostname="kubexit-webhook.kubexit.svc") as tls:
         tls.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         assert tls.recv(4096).startswith(b"HTTP/1.1 200")
+
+
+def secret_volume(directory, certs, version):
+    """The kubelet's layout of a Secret volume: tls.crt -> ..data/tls.crt, ..data -> a
+    timestamped directory; an update writes a new directory and swaps ..data at once."""
+    import os
+    import shutil
+
+    target = directory / ("..%s" % version)
+    target.mkdir()
+    shutil.copy(certs.server_crt if isinstance(certs, Certs) else certs[0], target / "tls.crt")
+    shutil.copy(certs.server_key if isinstance(certs, Certs) else certs[1], target / "tls.key")
+    swap = directory / "..data_tmp"
+    os.symlink(target.name, swap)
+    os.rename(swap, directory / "..data")
+    for name in ("tls.crt", "tls.key"):
+        if not (directory / name).is_symlink():
+            os.symlink("..data/" + name, directory / name)
+
+
+def handshake_error(port, ca):
+    """None when a client trusting `ca` connects and gets /healthz; else its TLS error."""
+    try:
+        return None if Webhook(None, port, ca).healthy() else "not healthy"
+    except ssl.SSLError as err:
+        return err
+
+
+def test_a_renewed_certificate_is_served_without_a_restart(start_kubexit, certs, tmp_path):
+    renewed = make_certs(str(tmp_path / "renewed"))   # another CA, as after a re-issue
+    volume = tmp_path / "tls"
+    volume.mkdir()
+    secret_volume(volume, certs, "1")
+    proc = start_kubexit({}, ["--webhook", "--cert", volume / "tls.crt", "--key",
+                              volume / "tls.key", "--listen", "127.0.0.1:0"])
+    port = int(SERVING.search(proc.err.wait_for(lambda t: SERVING.search(t), 10)).group(1))
+    assert handshake_error(port, certs.ca_crt) is None
+
+    secret_volume(volume, renewed, "2")
+    assert handshake_error(port, renewed.ca_crt) is None
+    assert isinstance(handshake_error(port, certs.ca_crt), ssl.SSLCertVerificationError)
+    reloaded = "kubexit --webhook: --cert %s --key %s changed: serving the new certificate" % (
+        volume / "tls.crt", volume / "tls.key")
+    proc.err.wait_for(reloaded)
+
+    # A pair that does not match (renewed certificate, old key) is refused, said once, and
+    # the last good one is served meanwhile.
+    secret_volume(volume, (renewed.server_crt, certs.server_key), "3")
+    for _ in range(3):
+        assert handshake_error(port, renewed.ca_crt) is None
+    secret_volume(volume, certs, "4")
+    assert handshake_error(port, certs.ca_crt) is None
+    # The second reload's line comes after every refusal line there is.
+    proc.err.wait_for_count(reloaded, 2)
+    refusals = [line for line in proc.err.lines if "cannot be loaded" in line]
+    assert len(refusals) == 1 and "still serving the previous certificate" in refusals[0]
+
+
+def test_connections_over_the_limit_wait_and_threads_stay_bounded(webhook):
+    """Clients that connect and never speak hold a thread each for the handshake timeout:
+    past MAX_CONNECTIONS, new ones wait in the backlog instead of each getting a thread."""
+    limit = 64   # kubexit.webhook.MAX_CONNECTIONS
+    silent = [socket.create_connection(("127.0.0.1", webhook.port)) for _ in range(limit + 8)]
+    try:
+        webhook.proc.err.wait_for(
+            "kubexit --webhook: %d connections open: new ones wait until one closes" % limit,
+            timeout=10)
+        with open("/proc/%d/status" % webhook.proc.pid) as status:
+            threads = int(next(line for line in status if line.startswith("Threads:")).split()[1])
+        assert threads <= limit + 2, "%d threads for %d connections" % (threads, len(silent))
+    finally:
+        for connection in silent:
+            connection.close()
+    assert webhook.healthy()
+    assert webhook.review(annotated_pod())["allowed"] is True
