@@ -151,6 +151,11 @@ class Graveyard:
         return sorted(os.listdir(self.path))
 
 
+# How long wait() gives a dead kubexit's pipes to reach end of file: a process it left
+# behind may hold them, and some tests leave one on purpose.
+PIPE_DRAIN = 2.0
+
+
 class LineStream:
     """Collects a pipe's lines in a thread so a test can wait for one with a deadline."""
 
@@ -353,6 +358,18 @@ def graveyard(tmp_path):
     return Graveyard(path)
 
 
+class Supervised(subprocess.Popen):
+    """A kubexit under test: once wait() has seen it exit, its LineStreams have every line
+    it wrote (up to end of file), so that a test reading proc.err.lines next sees them all."""
+
+    def wait(self, timeout=None):
+        status = super().wait(timeout)
+        for stream in (getattr(self, "out", None), getattr(self, "err", None)):
+            if stream is not None:
+                stream.join(PIPE_DRAIN)
+        return status
+
+
 @pytest.fixture
 def start_kubexit(pyz):
     """start(env, args, **popen_kwargs) -> Popen of `python kubexit.pyz ARGS`.
@@ -369,7 +386,7 @@ def start_kubexit(pyz):
         popen_kwargs.setdefault("stdout", subprocess.PIPE)
         popen_kwargs.setdefault("stderr", subprocess.PIPE)
         popen_kwargs.setdefault("start_new_session", True)
-        proc = subprocess.Popen(
+        proc = Supervised(
             argv or kubexit_argv(args, python), env=clean_environment(env), **popen_kwargs
         )
         started.append(proc)

@@ -93,7 +93,8 @@ def test_a_main_killed_with_its_supervisor(start_kubexit, run_kubexit, graveyard
     sidecar = start_sidecar(start_kubexit, graveyard)
     main = start_kubexit(main_env(graveyard, policy), signal_child_argv("wait"))
     main.out.wait_for("ready")
-    wait_until(lambda: lock_is_held(lock_file(graveyard, "main")))
+    wait_until(lambda: (graveyard / "main").exists())   # Born, written after the lock
+    assert lock_is_held(lock_file(graveyard, "main"))
     kill_with_supervisor(main)
     wait_until(lambda: any("without writing Died" in line for line in sidecar.err.lines), 5)
     if policy == "Never":
@@ -134,6 +135,9 @@ def test_fifty_rapid_restarts_never_read_as_a_death(start_kubexit, run_kubexit, 
         if run % 10 == 9:
             main = start_kubexit(env, signal_child_argv("wait"))
             main.out.wait_for("ready")
+            # CMD can print before its kubexit writes Born: killed in between, this run
+            # would leave no trace and the count below would be one short.
+            wait_until(lambda: "Died" not in graveyard.record("main"))
             kill_with_supervisor(main)
         else:
             assert run_kubexit(env, ["sh", "-c", "exit 1"]).returncode == 1
