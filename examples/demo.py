@@ -191,16 +191,18 @@ def job_with_sidecars(graveyard):
             KUBEXIT_BIRTH_DEPS="app")
     statuses = pod.finish()
     show_graveyard(graveyard)
-    with open(os.path.join(graveyard, "job")) as file:
-        print("\n%s/job:\n%s" % (graveyard, file.read().rstrip()))
+    job_path = os.path.join(graveyard, "job")
+    if os.path.exists(job_path):
+        with open(job_path) as file:
+            print("\n%s:\n%s" % (job_path, file.read().rstrip()))
     # Judged by what each kubexit wrote and said, not by the order in which the demo read
     # their pipes: each sidecar kept running through the job's failure and was stopped by
     # its final exit, and each container was born after its birth dep's Ready.
     proxy, app, job = (tombstone(graveyard, name) for name in ("proxy", "app", "job"))
     return (statuses == {"proxy": 0, "app": 0, "job": 0}
             and pod.said("job", "got '[HELLO]'") and job.get("Restarts") == "1"
-            and instant(proxy["Ready"]) < instant(app["Born"])
-            and instant(app["Ready"]) < instant(job["Born"])
+            and before(proxy.get("Ready"), app.get("Born"))
+            and before(app.get("Ready"), job.get("Born"))
             and all(pod.said(sidecar, "CMD keeps running dep=job")
                     and pod.said(sidecar, 'death dependency "job" died with exit code 0: '
                                           "stopping CMD")
@@ -208,16 +210,24 @@ def job_with_sidecars(graveyard):
 
 
 def tombstone(graveyard, name):
-    """A tombstone's keys and values, as kubexit writes them (`Key: "value"` lines)."""
-    with open(os.path.join(graveyard, name)) as file:
-        return dict((key, value.strip().strip('"')) for key, _, value in
-                    (line.partition(":") for line in file if ":" in line))
+    """A tombstone's keys and values, as kubexit writes them (`Key: "value"` lines); {}
+    when there is none."""
+    try:
+        with open(os.path.join(graveyard, name)) as file:
+            return dict((key, value.strip().strip('"')) for key, _, value in
+                        (line.partition(":") for line in file if ":" in line))
+    except OSError:
+        return {}
 
 
-def instant(text):
-    """An RFC 3339 UTC time, comparable whatever its number of fractional digits."""
-    whole, _, fraction = text.rstrip("Z").partition(".")
-    return whole, fraction.ljust(9, "0")
+def before(earlier, later):
+    """Whether RFC 3339 UTC time `earlier` comes before `later`, whatever their numbers
+    of fractional digits; False when either is missing."""
+    if earlier is None or later is None:
+        return False
+    instants = [(whole, fraction.ljust(9, "0")) for whole, _, fraction in
+                (text.rstrip("Z").partition(".") for text in (earlier, later))]
+    return instants[0] < instants[1]
 
 
 def crash(graveyard):
