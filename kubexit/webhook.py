@@ -109,7 +109,7 @@ class Certificate:
             self.context = self._load()
         except (OSError, ssl.SSLError) as err:
             raise ManifestError("--cert %s --key %s: cannot load them: %s" % (
-                cert, key, getattr(err, "strerror", None) or err)) from None
+                cert, key, self._why(err))) from None
 
     def _signature(self):
         """What tells a changed file: a Secret volume swaps a symlink, an editor renames."""
@@ -129,6 +129,10 @@ class Certificate:
         context.load_cert_chain(*self.paths)
         return context
 
+    @staticmethod
+    def _why(err):
+        return getattr(err, "strerror", None) or err
+
     def context_now(self):
         with self.lock:
             now = self._signature()
@@ -138,8 +142,7 @@ class Certificate:
                     self.context = self._load()
                 except (OSError, ssl.SSLError) as err:
                     say("--cert %s --key %s changed but cannot be loaded (%s): still serving "
-                        "the previous certificate" % (self.paths + (
-                            getattr(err, "strerror", None) or err,)))
+                        "the previous certificate" % (self.paths + (self._why(err),)))
                 else:
                     say("--cert %s --key %s changed: serving the new certificate" % self.paths)
             return self.context

@@ -294,6 +294,15 @@ def signal_child_argv(*args):
     return [sys.executable, str(SIGNAL_CHILD)] + [str(arg) for arg in args]
 
 
+def process_state(pid):
+    """Its state letter from /proc ('T' stopped, 'Z' a zombie); None once it is reaped."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return None
+
+
 def descendants(pid):
     """Every process below `pid` (CMD runs in a process group of its own)."""
     parents = {}

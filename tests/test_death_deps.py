@@ -3,7 +3,14 @@
 import signal
 import time
 
-from conftest import Graveyard, assert_still_running, kubexit_argv, signal_child_argv, wait_until
+from conftest import (
+    Graveyard,
+    assert_still_running,
+    kubexit_argv,
+    process_state,
+    signal_child_argv,
+    wait_until,
+)
 
 SIGTERM_STATUS = 128 + 15
 SIGKILL_STATUS = 128 + 9
@@ -142,8 +149,3 @@ def test_inotify_queue_overflow_triggers_a_rescan(start_kubexit, graveyard):
     finally:
         proc.send_signal(signal.SIGCONT)
     assert_exited_as_recorded(proc, graveyard, SIGTERM_STATUS)
-
-
-def process_state(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        return f.read().rsplit(")", 1)[1].split()[0]

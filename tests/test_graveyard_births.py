@@ -9,7 +9,13 @@ import signal
 import time
 
 import pytest
-from conftest import assert_still_running, signal_child_argv, tombstone_text, wait_until
+from conftest import (
+    assert_still_running,
+    process_state,
+    signal_child_argv,
+    tombstone_text,
+    wait_until,
+)
 from test_probes import tombstone_time
 
 
@@ -260,15 +266,6 @@ def held_children(proc):
     return [pid for pid in descendants(proc.pid) if program(pid) == mine]
 
 
-def dead(pid):
-    """A zombie, or reaped: every file it had is closed by then."""
-    try:
-        with open("/proc/%d/stat" % pid) as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
-        return True
-
-
 def test_a_terminating_signal_in_the_wait_ends_the_held_child_unexecuted(
         start_kubexit, graveyard, tmp_path):
     from conftest import descendants
@@ -294,7 +291,7 @@ def test_a_held_child_killed_in_the_wait_is_replaced_when_the_deps_are_met(
                           KUBEXIT_BIRTH_CONDITION="started")
     [held] = wait_until(lambda: held_children(app), 5)
     os.kill(held, signal.SIGKILL)
-    wait_until(lambda: dead(held), 5)
+    wait_until(lambda: process_state(held) in ("Z", None), 5)   # its files all closed
     graveyard.bear("proxy")
     assert app.wait(10) == 0, "\n".join(app.err.lines)
     assert marker.exists()

@@ -6,14 +6,16 @@ import base64
 import copy
 import http.client
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import ssl
 
 import jsonpatch
 import pytest
-from kube.certs import Certs, make_certs
+from kube.certs import make_certs
 
 SERVING = re.compile(r"serving https://127\.0\.0\.1:(\d+) ")
 
@@ -220,16 +222,13 @@ def test_the_example_installation_serves_with_its_own_certificate(start_kubexit,
         assert tls.recv(4096).startswith(b"HTTP/1.1 200")
 
 
-def secret_volume(directory, certs, version):
+def secret_volume(directory, crt, key, version):
     """The kubelet's layout of a Secret volume: tls.crt -> ..data/tls.crt, ..data -> a
     timestamped directory; an update writes a new directory and swaps ..data at once."""
-    import os
-    import shutil
-
     target = directory / ("..%s" % version)
     target.mkdir()
-    shutil.copy(certs.server_crt if isinstance(certs, Certs) else certs[0], target / "tls.crt")
-    shutil.copy(certs.server_key if isinstance(certs, Certs) else certs[1], target / "tls.key")
+    shutil.copy(crt, target / "tls.crt")
+    shutil.copy(key, target / "tls.key")
     swap = directory / "..data_tmp"
     os.symlink(target.name, swap)
     os.rename(swap, directory / "..data")
@@ -250,13 +249,13 @@ def test_a_renewed_certificate_is_served_without_a_restart(start_kubexit, certs,
     renewed = make_certs(str(tmp_path / "renewed"))   # another CA, as after a re-issue
     volume = tmp_path / "tls"
     volume.mkdir()
-    secret_volume(volume, certs, "1")
+    secret_volume(volume, certs.server_crt, certs.server_key, "1")
     proc = start_kubexit({}, ["--webhook", "--cert", volume / "tls.crt", "--key",
                               volume / "tls.key", "--listen", "127.0.0.1:0"])
     port = int(SERVING.search(proc.err.wait_for(lambda t: SERVING.search(t), 10)).group(1))
     assert handshake_error(port, certs.ca_crt) is None
 
-    secret_volume(volume, renewed, "2")
+    secret_volume(volume, renewed.server_crt, renewed.server_key, "2")
     assert handshake_error(port, renewed.ca_crt) is None
     assert isinstance(handshake_error(port, certs.ca_crt), ssl.SSLCertVerificationError)
     reloaded = "kubexit --webhook: --cert %s --key %s changed: serving the new certificate" % (
@@ -265,10 +264,10 @@ def test_a_renewed_certificate_is_served_without_a_restart(start_kubexit, certs,
 
     # A pair that does not match (renewed certificate, old key) is refused, said once, and
     # the last good one is served meanwhile.
-    secret_volume(volume, (renewed.server_crt, certs.server_key), "3")
+    secret_volume(volume, renewed.server_crt, certs.server_key, "3")
     for _ in range(3):
         assert handshake_error(port, renewed.ca_crt) is None
-    secret_volume(volume, certs, "4")
+    secret_volume(volume, certs.server_crt, certs.server_key, "4")
     assert handshake_error(port, certs.ca_crt) is None
     # The second reload's line comes after every refusal line there is.
     proc.err.wait_for_count(reloaded, 2)
